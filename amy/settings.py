@@ -1,0 +1,260 @@
+"""Amy Cloud settings: one module, every value from the environment.
+
+Production (`ENVIRONMENT=production`) refuses to start without its secrets; development gets safe
+defaults so that the README's run command works on a fresh machine. `.env.example` lists every
+variable read here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+# GENERAL
+# ------------------------------------------------------------------------------
+ENVIRONMENT = env.str("ENVIRONMENT", default="development")
+if ENVIRONMENT not in {"production", "development"}:
+    raise ImproperlyConfigured("ENVIRONMENT must be 'production' or 'development'")
+IS_PRODUCTION = ENVIRONMENT == "production"
+
+
+def _secret(name: str, development_default: str) -> str:
+    """A secret: required in production, a fixed development value otherwise."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if IS_PRODUCTION:
+        raise ImproperlyConfigured(f"{name} must be set when ENVIRONMENT=production")
+    return development_default
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = _secret("SECRET_KEY", "development-only-secret-key-do-not-use-in-production-0123456789")
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=[] if IS_PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"]
+)
+if IS_PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when ENVIRONMENT=production")
+
+TIME_ZONE = "UTC"
+USE_TZ = True
+USE_I18N = False
+LANGUAGE_CODE = "en-us"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "amy.urls"
+WSGI_APPLICATION = "amy.wsgi.application"
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "accounts",
+    "ingest",
+    "admin_ops",
+]
+
+MIDDLEWARE = [
+    "amy.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "amy.middleware.ErrorEnvelopeMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# The webhook reads its own capped stream; APPEND_SLASH would turn a POST to a slash-less alias
+# into a redirect that Terra does not follow.
+APPEND_SLASH = False
+
+# DATABASES
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/6.0/ref/settings/#databases
+DATABASES = {
+    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/amy"),
+}
+DATABASES["default"].update(
+    {
+        "ATOMIC_REQUESTS": False,  # services own their transactions
+        "CONN_MAX_AGE": env.int("DB_CONN_MAX_AGE", default=60),
+        "CONN_HEALTH_CHECKS": True,
+    }
+)
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].update(
+    {
+        "connect_timeout": env.int("DB_CONNECT_TIMEOUT", default=3),
+        # A stuck statement or lock must surface as an error (retried), not hang a worker.
+        "options": "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout=60000".format(
+            env.int("DB_STATEMENT_TIMEOUT_MS", default=30000), env.int("DB_LOCK_TIMEOUT_MS", default=5000)
+        ),
+    }
+)
+
+# REDIS, CACHE
+# ------------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+    }
+}
+
+# TERRA
+# ------------------------------------------------------------------------------
+# Comma-separated: several secrets are accepted at once, for rotation and for several Terra
+# environments posting to one URL.
+TERRA_WEBHOOK_SECRETS = [
+    s.strip() for s in _secret("TERRA_WEBHOOK_SECRET", "dev-terra-webhook-secret").split(",") if s.strip()
+]
+TERRA_DEV_ID = _secret("TERRA_DEV_ID", "dev-terra-dev-id")
+TERRA_API_KEY = _secret("TERRA_API_KEY", "dev-terra-api-key")
+TERRA_API_BASE_URL = env.str("TERRA_API_BASE_URL", default="https://api.tryterra.co/v2").rstrip("/")
+TERRA_API_TIMEOUT_SECONDS = env.float("TERRA_API_TIMEOUT_SECONDS", default=10.0)
+TERRA_SIGNATURE_TOLERANCE_SECONDS = 300
+
+# PIPELINE (SPEC §2-§3); every number is a setting so tests can shrink it.
+# ------------------------------------------------------------------------------
+AMY_WEBHOOK_MAX_BYTES = env.int("AMY_WEBHOOK_MAX_BYTES", default=64 * 1024 * 1024)
+AMY_RETRY_BASE_SECONDS = env.float("AMY_RETRY_BASE_SECONDS", default=30.0)
+AMY_RETRY_MAX_SECONDS = env.float("AMY_RETRY_MAX_SECONDS", default=600.0)
+AMY_MAX_RETRIES = env.int("AMY_MAX_RETRIES", default=5)
+AMY_MAX_DELIVERIES = env.int("AMY_MAX_DELIVERIES", default=8)
+AMY_DRAIN_LIMIT = env.int("AMY_DRAIN_LIMIT", default=500)
+AMY_DRAIN_WINDOW_SECONDS = env.int("AMY_DRAIN_WINDOW_SECONDS", default=24 * 3600)
+AMY_VISIBILITY_TIMEOUT = env.int("AMY_VISIBILITY_TIMEOUT", default=1800)
+AMY_TASK_TIME_LIMIT = env.int("AMY_TASK_TIME_LIMIT", default=300)
+# After a failed publish the web process stops trying Redis for this long (the drain catches up),
+# so a broker outage costs one slow request per process, not one per webhook.
+AMY_PUBLISH_COOLDOWN_SECONDS = env.float("AMY_PUBLISH_COOLDOWN_SECONDS", default=5.0)
+AMY_BROKER_TIMEOUT_SECONDS = env.float("AMY_BROKER_TIMEOUT_SECONDS", default=1.0)
+AMY_BACKFILL_DAYS = 28
+
+if AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
+    # A countdown longer than the visibility timeout makes Redis redeliver the message while it waits.
+    raise ImproperlyConfigured("AMY_VISIBILITY_TIMEOUT must exceed AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT")
+
+# API, AUTH (read here so production fails loudly at start; used by the accounts app)
+# ------------------------------------------------------------------------------
+AMY_JWT_SECRET = _secret("AMY_JWT_SECRET", "dev-amy-jwt-secret-0123456789abcdef0123456789")
+AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
+AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+AMY_ERRORS_DOCS_URL = env.str("AMY_ERRORS_DOCS_URL", default="https://api.amy.health/docs/errors")
+
+# CELERY
+# ------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html ; the reasons for each value
+# are in RELIABILITY.md §1 and §9 of the design notes, summarized in the comments.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True  # an event's status lives in raw_events
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # loops are stopped by the delivery counter in PostgreSQL
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = AMY_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, AMY_TASK_TIME_LIMIT - 30) if AMY_TASK_TIME_LIMIT > 60 else None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": AMY_VISIBILITY_TIMEOUT,
+    # Sweep unacked messages of dead workers every ~10 s instead of ~100 s.
+    "unacked_restore_interval": env.float("AMY_UNACKED_RESTORE_INTERVAL", default=10.0),
+    "unacked_restore_throttle": 1,
+    "socket_timeout": 3,
+    "socket_connect_timeout": AMY_BROKER_TIMEOUT_SECONDS,
+    "retry_on_timeout": True,
+    "health_check_interval": 25,
+}
+CELERY_VISIBILITY_TIMEOUT = AMY_VISIBILITY_TIMEOUT
+CELERY_BROKER_CONNECTION_TIMEOUT = AMY_BROKER_TIMEOUT_SECONDS
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 30.0
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays in charge
+CELERY_TASK_DEFAULT_QUEUE = "amy"
+CELERY_TASK_ROUTES = {"ingest.normalize_raw_event": {"queue": "terra-events"}}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# DRF
+# ------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "amy.exception_handler.drf_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# SECURITY (production)
+# ------------------------------------------------------------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# LOGGING: JSON lines on stdout, each with the request id
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "amy.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "amy.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Django logs every 4xx as a warning with the path; our own lines say more.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path, re_path
+
+from admin_ops.views import healthz
+from amy.exception_handler import not_found
+from ingest.views import TerraWebhookView
+
+webhook = TerraWebhookView.as_view()
+
+
+urlpatterns = [
+    path("healthz", healthz),
+    path("console/", admin.site.urls),
+    # Terra's webhook and its four aliases (SPEC §2).
+    path("webhooks/terra", webhook),
+    path("webhook/terra", webhook),
+    path("webhook", webhook),
+    path("terra", webhook),
+    path("", webhook),
+    # A catch-all rather than handler404 alone, so unknown paths answer the envelope even with
+    # DEBUG on (Django's debug 404 page is HTML).
+    re_path(r"^.*$", not_found),
+]
+
+handler400 = "amy.exception_handler.bad_request"
+handler403 = "amy.exception_handler.permission_denied"
+handler404 = "amy.exception_handler.not_found"
+handler500 = "amy.exception_handler.server_error"

@@ -1,0 +1,77 @@
+"""Terra connections: activation, status changes and the events parked waiting for one."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from accounts.models import User
+from amy.celery import app as celery_app
+from ingest.models import ConnectionStatus, RawEvent, RawEventState, TerraConnection
+from ingest.publish import publish_raw_events
+
+logger = logging.getLogger(__name__)
+
+BACKFILL_TASK = "ingest.connection_backfill"
+
+
+def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scopes: str | None) -> TerraConnection:
+    """Create or reactivate the connection of `terra_user_id`, creating its user when new."""
+    user, _ = User.objects.get_or_create(id=user_id)
+    connection, created = TerraConnection.objects.select_for_update().get_or_create(
+        terra_user_id=terra_user_id,
+        defaults={"user": user, "provider": provider, "scopes": scopes, "status": ConnectionStatus.ACTIVE},
+    )
+    if not created:
+        connection.user = user
+        connection.provider = provider or connection.provider
+        connection.scopes = scopes if scopes is not None else connection.scopes
+        if connection.status != ConnectionStatus.ACTIVE:
+            connection.connected_at = timezone.now()
+        connection.status = ConnectionStatus.ACTIVE
+        connection.disconnected_at = None
+        connection.replaced_by = None
+        connection.save()
+    return connection
+
+
+def connection_set_status(*, connection: TerraConnection, status: ConnectionStatus) -> None:
+    connection.status = status
+    if status in (ConnectionStatus.DEAUTHORIZED, ConnectionStatus.REVOKED, ConnectionStatus.REPLACED):
+        connection.disconnected_at = timezone.now()
+    connection.save(update_fields=["status", "disconnected_at"])
+
+
+def connection_touch(*, terra_user_id: str) -> None:
+    TerraConnection.objects.filter(terra_user_id=terra_user_id).update(last_webhook_at=Now())
+
+
+def raw_events_unpark(*, terra_user_id: str) -> list[int]:
+    """Move events parked for this Terra user back to `received`; return their ids to publish."""
+    ids = list(
+        RawEvent.objects.filter(terra_user_id=terra_user_id, state=RawEventState.PARKED).values_list("pk", flat=True)
+    )
+    if ids:
+        RawEvent.objects.filter(pk__in=ids, state=RawEventState.PARKED).update(
+            state=RawEventState.RECEIVED, queued_at=Now(), process_error=None, lease_until=None
+        )
+        logger.info("unparked %d events of terra user %s", len(ids), terra_user_id)
+    return ids
+
+
+def publish_later(raw_event_ids: list[int], request_id: str | None) -> partial[int]:
+    return partial(publish_raw_events, raw_event_ids, request_id)
+
+
+def request_backfill_later(connection_id: int, days: int) -> partial[None]:
+    return partial(_send_backfill, connection_id, days)
+
+
+def _send_backfill(connection_id: int, days: int) -> None:
+    try:
+        celery_app.send_task(BACKFILL_TASK, kwargs={"connection_id": connection_id, "days": days}, queue="amy")
+    except Exception as exc:  # noqa: BLE001 - a broker error must not fail the event; reconcile covers it
+        logger.warning("backfill request for connection %d not queued: %r", connection_id, exc)

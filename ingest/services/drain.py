@@ -1,0 +1,45 @@
+"""raw_events_drain: the safety net for lost publishes and crashed workers (SPEC §3, Beat */5)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from ingest.models import RawEvent, RawEventState
+from ingest.publish import publish_raw_events
+from ingest.services.dead_letter import raw_events_dead_letter_stale
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    selected: int
+    published: int
+    dead_lettered: int
+
+
+def raw_event_list_stuck(*, limit: int, window_seconds: int) -> list[int]:
+    """Ids to re-enqueue, oldest first: `received`, or `processing` whose lease ran out, queued
+    within the window."""
+    stuck = Q(state=RawEventState.RECEIVED) | (
+        Q(state=RawEventState.PROCESSING) & (Q(lease_until__isnull=True) | Q(lease_until__lt=Now()))
+    )
+    return list(
+        RawEvent.objects.filter(stuck, queued_at__gte=Now() - timedelta(seconds=window_seconds))
+        .order_by("queued_at", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def raw_events_drain(*, limit: int, window_seconds: int) -> DrainResult:
+    dead = raw_events_dead_letter_stale(older_than_seconds=window_seconds)
+    ids = raw_event_list_stuck(limit=limit, window_seconds=window_seconds)
+    published = publish_raw_events(ids) if ids else 0
+    if ids:
+        logger.info("drain re-enqueued %d of %d stuck events", published, len(ids))
+    return DrainResult(selected=len(ids), published=published, dead_lettered=len(dead))

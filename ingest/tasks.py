@@ -1,0 +1,65 @@
+"""Celery entry points: thin wrappers that take ids and call a service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from amy.request_context import current_request_id
+from ingest.services.backfill import connection_backfill
+from ingest.services.drain import DrainResult, raw_events_drain
+from ingest.services.processing import ProcessStatus, raw_event_process
+from ingest.terra_client import TerraRejected, TerraUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    name="ingest.normalize_raw_event",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # the service counts retries and deliveries against the settings
+)
+def normalize_raw_event(
+    self: Task, raw_event_id: int, request_id: str | None = None, retry_of: int | None = None
+) -> None:
+    """Normalize one ledger row; safe to run any number of times for the same id."""
+    token = current_request_id.set(request_id)
+    try:
+        result = raw_event_process(
+            raw_event_id=raw_event_id, request_id=request_id, retries=self.request.retries, retry_of=retry_of
+        )
+    finally:
+        current_request_id.reset(token)
+    if result.status == ProcessStatus.RETRY:
+        raise self.retry(
+            countdown=result.retry_in,
+            kwargs={"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": result.attempts},
+        )
+
+
+@shared_task(name="ingest.drain_stuck_events", acks_late=True)
+def drain_stuck_events() -> dict[str, int]:
+    result: DrainResult = raw_events_drain(
+        limit=settings.AMY_DRAIN_LIMIT, window_seconds=settings.AMY_DRAIN_WINDOW_SECONDS
+    )
+    return {"selected": result.selected, "published": result.published, "dead_lettered": result.dead_lettered}
+
+
+@shared_task(
+    bind=True,
+    name="ingest.connection_backfill",
+    autoretry_for=(TerraUnavailable,),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=5,
+)
+def connection_backfill_task(self: Task, connection_id: int, days: int) -> None:
+    try:
+        connection_backfill(connection_id=connection_id, days=days)
+    except TerraRejected as exc:
+        logger.warning("Terra refused the backfill of connection %d: %s", connection_id, exc)

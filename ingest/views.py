@@ -1,0 +1,123 @@
+"""The Terra webhook (SPEC §2): raw bytes first, then signature, JSON, ledger, answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from amy.errors import ErrorCode, error_response
+from ingest.classify import classify, safe_text
+from ingest.services.webhook import DeliveryHeaders, raw_event_ingest
+from ingest.signature import InvalidSignature, verify_signature
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def read_capped_body(request: HttpRequest, cap: int) -> bytes:
+    """The request body, read as a stream and refused past `cap` bytes.
+
+    `request.body` would compare the whole length with DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and
+    reject a valid multi-MB Terra payload; reading the stream ourselves keeps that limit for
+    everything else.
+    """
+    declared = request.META.get("CONTENT_LENGTH")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := request.read(_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _delivery_headers(request: HttpRequest) -> DeliveryHeaders:
+    ordering = request.headers.get("x-terra-ordering-timestamp", "").strip()
+    return DeliveryHeaders(
+        trace_id=safe_text(request.headers.get("x-terra-trace-id")),
+        terra_reference=safe_text(request.headers.get("terra-reference")),
+        ordering_ts=int(ordering) if ordering.isdigit() and len(ordering) <= 18 else None,
+    )
+
+
+def _flat_error(status: int, error: str, request_id: str, **extra: Any) -> JsonResponse:
+    # The webhook keeps the source's flat error shape (SPEC §1), not the envelope.
+    return JsonResponse({"error": error, **extra, "request_id": request_id}, status=status)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class TerraWebhookView(View):
+    http_method_names = ["post"]
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        response = error_response(ErrorCode.METHOD_NOT_ALLOWED, "Terra webhooks are POSTed.", 405)
+        response["Allow"] = "POST"
+        return response
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        try:
+            body = read_capped_body(request, settings.AMY_WEBHOOK_MAX_BYTES)
+        except BodyTooLarge:
+            logger.warning("webhook rejected: body over %d bytes", settings.AMY_WEBHOOK_MAX_BYTES)
+            return _flat_error(413, "payload_too_large", request_id)
+
+        header = request.headers.get("terra-signature") or request.headers.get("x-terra-signature")
+        try:
+            verify_signature(
+                body=body,
+                header=header,
+                secrets=settings.TERRA_WEBHOOK_SECRETS,
+                now=time.time(),
+                tolerance=settings.TERRA_SIGNATURE_TOLERANCE_SECONDS,
+            )
+        except InvalidSignature as exc:
+            logger.warning("webhook rejected: invalid signature (%s)", exc.reason)
+            return _flat_error(401, "invalid_signature", request_id, reason=exc.reason.value)
+
+        try:
+            body_text = body.decode("utf-8")
+            parsed = json.loads(body_text)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            logger.warning("webhook rejected: body is not a JSON object")
+            return _flat_error(400, "invalid_json", request_id)
+
+        classification = classify(parsed)
+        try:
+            result = raw_event_ingest(
+                body=body,
+                body_text=body_text,
+                classification=classification,
+                request_id=request_id,
+                headers=_delivery_headers(request),
+            )
+        except DatabaseError as exc:
+            logger.error("webhook not stored, answering 503 so Terra retries: %s", type(exc).__name__)
+            return _flat_error(503, "unavailable", request_id)
+
+        if result.is_duplicate:
+            logger.info("webhook duplicate of a stored %s event", result.event_type)
+            return JsonResponse({"ok": True, "duplicate": True, "type": result.event_type, "request_id": request_id})
+        logger.info("webhook stored as raw_event %d (%s)", result.raw_event_id, result.event_type)
+        return JsonResponse(
+            {"ok": True, "raw_event_id": result.raw_event_id, "type": result.event_type, "request_id": request_id}
+        )
