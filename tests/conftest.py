@@ -9,15 +9,20 @@ from django.conf import settings
 from django.test import Client
 
 import tests.fault_hooks  # noqa: F401 - registers the test-only event types in this process too
+from tests.fake_terra import FakeTerra
 from tests.live import CeleryWorker, service_env
 from tests.terra import signed_headers
 
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    """The test Redis database (REDIS_URL), emptied for each test."""
+    """The test Redis database (REDIS_URL), with our queues and test keys emptied.
+
+    Not FLUSHDB: that would also drop kombu's exchange bindings, which producers declare once
+    per connection, and later messages would have no route.
+    """
     client = redis.Redis.from_url(settings.REDIS_URL)
-    client.flushdb()
+    client.delete("terra-events", "terra-events-dlq", "amy", *client.keys("amy-test:*"))
     yield client
     client.close()
 
@@ -42,9 +47,19 @@ def tests_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def live_worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[CeleryWorker]:
+def fake_terra() -> Iterator[FakeTerra]:
+    fake = FakeTerra()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def live_worker(django_db_setup: None, fake_terra: FakeTerra) -> Iterator[CeleryWorker]:
     """A real Celery worker (prefork, both queues) on the test database and test Redis."""
-    worker = CeleryWorker(service_env(database_url=tests_database_url(), redis_url=settings.REDIS_URL))
+    worker = CeleryWorker(
+        service_env(database_url=tests_database_url(), redis_url=settings.REDIS_URL, TERRA_API_BASE_URL=fake_terra.url)
+    )
     worker.start()
     yield worker
     worker.kill()
