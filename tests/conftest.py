@@ -41,7 +41,7 @@ def post_webhook(client: Client) -> PostWebhook:
     return post
 
 
-def tests_database_url() -> str:
+def database_url_for_tests() -> str:
     db = settings.DATABASES["default"]
     return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
@@ -58,7 +58,9 @@ def fake_terra() -> Iterator[FakeTerra]:
 def live_worker(django_db_setup: None, fake_terra: FakeTerra) -> Iterator[CeleryWorker]:
     """A real Celery worker (prefork, both queues) on the test database and test Redis."""
     worker = CeleryWorker(
-        service_env(database_url=tests_database_url(), redis_url=settings.REDIS_URL, TERRA_API_BASE_URL=fake_terra.url)
+        service_env(
+            database_url=database_url_for_tests(), redis_url=settings.REDIS_URL, TERRA_API_BASE_URL=fake_terra.url
+        )
     )
     worker.start()
     yield worker
