@@ -139,8 +139,10 @@ CACHES = {
 TERRA_WEBHOOK_SECRETS = [
     s.strip() for s in _secret("TERRA_WEBHOOK_SECRET", "dev-terra-webhook-secret").split(",") if s.strip()
 ]
-TERRA_DEV_ID = _secret("TERRA_DEV_ID", "dev-terra-dev-id")
-TERRA_API_KEY = _secret("TERRA_API_KEY", "dev-terra-api-key")
+TERRA_DEV_ID = _secret("TERRA_DEV_ID", "")
+TERRA_API_KEY = _secret("TERRA_API_KEY", "")
+# Without credentials (development) outbound Terra calls are skipped, not sent to fail.
+TERRA_API_CONFIGURED = bool(TERRA_DEV_ID and TERRA_API_KEY)
 TERRA_API_BASE_URL = env.str("TERRA_API_BASE_URL", default="https://api.tryterra.co/v2").rstrip("/")
 TERRA_API_TIMEOUT_SECONDS = env.float("TERRA_API_TIMEOUT_SECONDS", default=10.0)
 TERRA_SIGNATURE_TOLERANCE_SECONDS = 300

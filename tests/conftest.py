@@ -59,7 +59,11 @@ def live_worker(django_db_setup: None, fake_terra: FakeTerra) -> Iterator[Celery
     """A real Celery worker (prefork, both queues) on the test database and test Redis."""
     worker = CeleryWorker(
         service_env(
-            database_url=database_url_for_tests(), redis_url=settings.REDIS_URL, TERRA_API_BASE_URL=fake_terra.url
+            database_url=database_url_for_tests(),
+            redis_url=settings.REDIS_URL,
+            TERRA_API_BASE_URL=fake_terra.url,
+            TERRA_DEV_ID="test-dev-id",
+            TERRA_API_KEY="test-api-key",
         )
     )
     worker.start()

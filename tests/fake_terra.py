@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ class RecordedRequest:
 class FakeTerra:
     requests: list[RecordedRequest] = field(default_factory=list)
     status: int = 200
+    delay: float = 0.0
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -39,6 +41,7 @@ class FakeTerra:
                         "GET", parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}
                     )
                 )
+                time.sleep(fake.delay)
                 body = json.dumps({"status": "success", "type": parts.path.rsplit("/", 1)[-1]}).encode()
                 self.send_response(fake.status)
                 self.send_header("content-type", "application/json")

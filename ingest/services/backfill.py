@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from ingest.models import ConnectionStatus, TerraConnection
@@ -20,6 +21,9 @@ def connection_backfill(*, connection_id: int, days: int, client: TerraClient | 
     failure are requested again on retry: Terra's answers are delivered through the idempotent
     webhook path, so a repeat costs a redelivery, never a duplicate row.
     """
+    if not settings.TERRA_API_CONFIGURED:
+        logger.info("backfill of connection %d skipped: TERRA_DEV_ID/TERRA_API_KEY not set", connection_id)
+        return []
     connection = TerraConnection.objects.filter(pk=connection_id).first()
     if connection is None or connection.status not in (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED):
         logger.info("backfill of connection %d skipped: gone or inactive", connection_id)

@@ -50,8 +50,7 @@ def test_a_webhook_is_normalized_by_the_worker(
     for request in requests.values():
         assert request.query["user_id"] == [connection.terra_user_id]
         assert request.query["to_webhook"] == ["true"]
-        assert request.headers["dev-id"]
-        assert request.headers["x-api-key"]
+        assert (request.headers["dev-id"], request.headers["x-api-key"]) == ("test-dev-id", "test-api-key")
 
 
 def test_a_skipped_event_is_marked_by_the_worker(live_worker: CeleryWorker, post_webhook: PostWebhook) -> None:
