@@ -225,3 +225,20 @@ def test_get_on_a_webhook_path_is_405_in_the_envelope(client: Client) -> None:
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response["Allow"] == "POST"
+
+
+def test_no_log_line_carries_a_secret_a_signature_or_the_body(post_webhook: PostWebhook, caplog, settings) -> None:
+    # given: every log record of accepted, duplicate and refused bodies
+    caplog.set_level("DEBUG")
+    body = sample("auth_success")
+    signature = sign(body)
+    post_webhook(body, headers={"terra-signature": signature})
+    post_webhook(body)
+    post_webhook(body, headers={"terra-signature": sign(body, secret="wrong-secret")})
+    post_webhook(b"{not json")
+    # then
+    logged = caplog.text + " ".join(str(vars(record)) for record in caplog.records)
+    assert "raw_event" in logged  # the lines are there...
+    for secret in [*settings.TERRA_WEBHOOK_SECRETS, "wrong-secret", signature.split("v1=")[1]]:
+        assert secret not in logged  # ...but no secret or signature in any of them
+    assert "user_2pQm9XkL4vN8rT1sYb6WcZ3eHdA" not in logged  # nor the body's contents
