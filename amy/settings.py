@@ -195,9 +195,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Sweep unacked messages of dead workers every ~10 s instead of ~100 s.
     "unacked_restore_interval": env.float("AMY_UNACKED_RESTORE_INTERVAL", default=10.0),
     "unacked_restore_throttle": 1,
-    "socket_timeout": 3,
+    "socket_timeout": AMY_BROKER_TIMEOUT_SECONDS,
     "socket_connect_timeout": AMY_BROKER_TIMEOUT_SECONDS,
-    "retry_on_timeout": True,
+    "retry_on_timeout": False,  # a timeout is an answer: the drain covers a lost publish
     "health_check_interval": 25,
 }
 CELERY_VISIBILITY_TIMEOUT = AMY_VISIBILITY_TIMEOUT

@@ -26,7 +26,7 @@ NORMALIZE_QUEUE = "terra-events"
 DLQ_QUEUE = "terra-events-dlq"
 
 # Kept short: the webhook must answer well inside Terra's 8 s even when Redis hangs.
-_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+_RETRY_POLICY = {"max_retries": 0}
 _BROKER_ERRORS = (KombuError, KombuOperationalError, RedisError, OSError, TimeoutError)
 
 _blocked_until = 0.0

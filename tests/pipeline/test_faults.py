@@ -5,6 +5,8 @@ are left alone.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,3 +140,24 @@ def test_database_down_the_webhook_answers_503_and_stores_nothing_half_written(
     finally:
         web.kill()
         redis_server.kill()
+
+
+def test_a_hung_redis_does_not_hold_the_webhook_past_terras_timeout(stack: Stack) -> None:
+    # given: Redis accepts connections but never answers (SIGSTOP: a partition looks the same)
+    assert stack.redis.process is not None
+    os.kill(stack.redis.process.pid, signal.SIGSTOP)
+    try:
+        # when: Terra delivers, and gives up after its 8 s push timeout
+        bodies = [body_of({"type": "test.sleep", "seconds": 0, "n": n}) for n in range(3)]
+        responses = [
+            httpx.post(f"{stack.web.url}/webhooks/terra", content=b, headers=signed_headers(b), timeout=8)
+            for b in bodies
+        ]
+    finally:
+        os.kill(stack.redis.process.pid, signal.SIGCONT)
+    # then: every body was answered 200 within it (the publish is bounded by the broker timeout)
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    # and once Redis answers again, the drain gets them processed
+    manage(stack.env, "drain_stuck_events")
+    for response in responses:
+        assert wait_final(response.json()["raw_event_id"]).state == RawEventState.PROCESSED
