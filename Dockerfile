@@ -14,4 +14,4 @@ RUN useradd --system --uid 1000 amy && chown -R amy /app
 USER amy
 
 EXPOSE 8000
-CMD ["gunicorn", "amy.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "30", "--access-logfile", "-"]
+CMD ["gunicorn", "amy.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "30"]

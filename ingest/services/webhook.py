@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import connection
 
 from ingest.classify import Classification
 from ingest.models import RawEventSource, RawEventState
@@ -100,14 +100,16 @@ def raw_event_ingest(
     Raises django.db.DatabaseError when the row could not be stored: the caller must then not
     answer 2xx, so that Terra delivers the body again.
     """
-    with transaction.atomic():
-        raw_event_id = raw_event_insert(
-            body_text=body_text,
-            dedup_key=dedup_key_for(body),
-            classification=classification,
-            request_id=request_id,
-            headers=headers,
-        )
-        if raw_event_id is not None:
-            publish_after_commit(raw_event_id, request_id)
+    # One INSERT in autocommit is its own transaction: no BEGIN/COMMIT round trips (the ingest
+    # benchmark's largest database cost). on_commit then runs as soon as the INSERT has committed,
+    # or at the outer commit when a caller wraps this in a transaction.
+    raw_event_id = raw_event_insert(
+        body_text=body_text,
+        dedup_key=dedup_key_for(body),
+        classification=classification,
+        request_id=request_id,
+        headers=headers,
+    )
+    if raw_event_id is not None:
+        publish_after_commit(raw_event_id, request_id)
     return IngestResult(raw_event_id=raw_event_id, event_type=classification.event_type)

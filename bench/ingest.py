@@ -1,0 +1,684 @@
+"""Benchmark of the Terra webhook ingest path (run it with `bench/run`).
+
+Web: gunicorn (amy.wsgi, 2 sync workers, as in production) on a loopback port, fed signed daily
+bodies (each a new ledger row) by bench/load.py at several concurrencies. No Celery worker: the
+nudges accumulate in Redis database 14, flushed between phases.
+
+Baseline, in the same run: a bare Python process (no Django, no HTTP) doing only what the webhook
+must do per body: the same ledger INSERT (autocommit, one transaction each) and the same Celery
+publish to `terra-events`, with one psycopg connection and one producer per thread.
+
+Each phase starts from an empty raw_events table in the dedicated `amy_bench` database (dropped and
+recreated at the start) and an empty Redis database 14. The table goes to stdout and to
+bench/results/ingest.md; the goal line is informational and never fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+PYTHON = sys.executable
+
+DB_NAME = "amy_bench"
+PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres", "connect_timeout": 5}
+DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+SECRET = "bench-secret"  # noqa: S105 - the benchmark server's own webhook secret
+WEB_WORKERS = 2
+ACCESS_LOG_FORMAT = "%({x-bench-phase}i)s %(s)s %(D)s"
+
+GOAL_CONCURRENCY = 8
+GOAL_RATIO = 0.25
+GOAL_P99_MS = 20.0
+GOAL_TEXT = f"goal (concurrency {GOAL_CONCURRENCY}): throughput >= {GOAL_RATIO:.0%} of baseline and server p99 <= {GOAL_P99_MS:g} ms"
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"\033[1m==> {message}\033[0m", file=sys.stderr, flush=True)
+
+
+def service_env() -> dict[str, str]:
+    """gunicorn's and manage.py's environment: the bench database and Redis db, quiet logs."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AMY_", "CELERY_", "DATABASE_", "REDIS_", "DB_", "TERRA_", "DJANGO_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "amy.settings",
+            "DATABASE_URL": DATABASE_URL,
+            "REDIS_URL": REDIS_URL,
+            "ENVIRONMENT": "development",
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "TERRA_WEBHOOK_SECRET": SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+# Setup
+# ------------------------------------------------------------------------------
+
+
+def recreate_database() -> dict[str, str]:
+    """Drop and create amy_bench; return a few server settings worth printing with the figures."""
+    with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+        settings = {}
+        for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "shared_buffers"):
+            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+            settings[name] = row[0] if row else "?"
+    return settings
+
+
+def migrate() -> None:
+    result = subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--no-input"],
+        cwd=ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{result.stdout}\n{result.stderr}")
+
+
+def reset_state() -> None:
+    """An empty ledger and an empty Redis db 14 before each phase (outside the measured window)."""
+    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("TRUNCATE raw_events RESTART IDENTITY CASCADE")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """gunicorn in its own session, stopped by process group (never by name)."""
+
+    def __init__(
+        self, access_log: Path, server_log: Path, config: Path | None = None, env: dict[str, str] | None = None
+    ):
+        self.port = free_port()
+        self.access_log = access_log
+        self.server_log = server_log
+        self.config = config
+        self.env = env or service_env()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [str(BIN / "gunicorn"), "amy.wsgi"]
+        if self.config:
+            command += ["--config", str(self.config)]
+        command += [
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(WEB_WORKERS),
+            "--worker-class",
+            "sync",
+            "--timeout",
+            "30",
+            "--no-control-socket",
+            "--access-logfile",
+            str(self.access_log),
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
+            "--error-logfile",
+            str(self.server_log),
+        ]
+        with self.server_log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.server_log}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                # Wait for both workers, not the first one: ask a few times.
+                if all(http_get_status(self.port, "/healthz") == 200 for _ in range(4)):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"gunicorn did not answer /healthz within 30 s; see {self.server_log}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=wait)
+                return
+
+    def server_latencies_ms(self, label: str) -> list[float]:
+        """Request times gunicorn logged (%(D)s: from the parsed request to the last byte written)
+        for the 200 answers to requests sent with `x-bench-phase: label`."""
+        values = []
+        with contextlib.suppress(FileNotFoundError), self.access_log.open() as lines:
+            for line in lines:
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == label and parts[1] == "200":
+                    values.append(int(parts[2]) / 1000)
+        return sorted(values)
+
+
+# CPU accounting from /proc (who used the 2 cores during a window)
+# ------------------------------------------------------------------------------
+
+
+def _process_table() -> dict[int, tuple[str, int, int]]:
+    """pid -> (comm, ppid, utime + stime in ticks) for every readable process."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            raw = Path(entry.path, "stat").read_text()
+            comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+            rest = raw[raw.rindex(")") + 2 :].split()
+            table[int(entry.name)] = (comm, int(rest[1]), int(rest[11]) + int(rest[12]))
+    return table
+
+
+def _machine_busy_ticks() -> int:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    processes: dict[int, tuple[str, int, int]]
+    busy: int
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        return cls(time.monotonic(), _process_table(), _machine_busy_ticks())
+
+
+def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, *, load_pid: int, web_master: int | None) -> dict[str, float]:
+    """Cores used on average between the snapshots, by group."""
+    seconds = max(after.at - before.at, 1e-6)
+
+    def used(pid: int) -> float:
+        ticks_after = after.processes[pid][2]
+        ticks_before = before.processes.get(pid, ("", 0, 0))[2]
+        return max(0, ticks_after - ticks_before) / CLOCK_TICKS / seconds
+
+    groups = {"gunicorn workers": 0.0, "load/baseline process": 0.0, "postgres": 0.0, "redis": 0.0}
+    for pid, (comm, ppid, _) in after.processes.items():
+        if pid == load_pid:
+            groups["load/baseline process"] += used(pid)
+        elif web_master is not None and ppid == web_master:
+            groups["gunicorn workers"] += used(pid)
+        elif comm.startswith("postgres"):
+            groups["postgres"] += used(pid)
+        elif comm.startswith("redis-server"):
+            groups["redis"] += used(pid)
+    machine = max(0, after.busy - before.busy) / CLOCK_TICKS / seconds
+    groups["everything else"] = max(0.0, machine - sum(groups.values()))
+    groups["machine total"] = machine
+    return groups
+
+
+# Phases
+# ------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseResult:
+    mode: str
+    concurrency: int
+    summary: dict[str, Any]
+    cpu: dict[str, float] = field(default_factory=dict)
+    server_ms: list[float] = field(default_factory=list)
+
+
+def percentile(sorted_values: list[float], percent: int) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[max(1, -(-percent * len(sorted_values) // 100)) - 1]
+
+
+def run_phase(
+    mode: str, concurrency: int, phase: int, args: argparse.Namespace, web: Gunicorn | None, seconds: float
+) -> PhaseResult:
+    label = f"{mode}-c{concurrency}-p{phase}"
+    command = [
+        PYTHON,
+        "-m",
+        "bench.load",
+        mode,
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(args.warmup),
+        "--seconds",
+        str(seconds),
+        "--phase",
+        str(phase),
+        "--label",
+        label,
+        "--secret",
+        SECRET,
+        "--handshake",
+    ]
+    if mode == "web":
+        assert web is not None
+        command += ["--url", web.url]
+    else:
+        command += ["--database-url", DATABASE_URL, "--redis-url", REDIS_URL]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    web_master = web.process.pid if web and web.process else None
+    snapshots: dict[str, CpuSnapshot] = {}
+    summary: dict[str, Any] | None = None
+    deadline = time.monotonic() + args.warmup + seconds + 90
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the child's own timeouts bound this loop
+            line = line.strip()
+            if line in ("start", "end"):
+                snapshots[line] = CpuSnapshot.take()
+            if line == "end":
+                assert process.stdin is not None
+                with contextlib.suppress(OSError):
+                    process.stdin.write("sampled\n")
+                    process.stdin.close()
+            elif line.startswith("result "):
+                summary = json.loads(line.removeprefix("result "))
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    if summary is None or "setup_error" in summary:
+        raise RuntimeError(f"{label}: load process failed (exit {process.returncode}): {summary}")
+    result = PhaseResult(mode, concurrency, summary)
+    if "start" in snapshots and "end" in snapshots:
+        result.cpu = cpu_usage(
+            snapshots["start"], snapshots["end"], load_pid=process.pid, web_master=web_master if web else None
+        )
+    if web is not None:
+        time.sleep(0.2)  # the access log lines of the last requests
+        result.server_ms = web.server_latencies_ms(label)
+    return result
+
+
+# Report
+# ------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(web: PhaseResult, base: PhaseResult) -> float | None:
+    if not base.summary["per_second"]:
+        return None
+    return web.summary["per_second"] / base.summary["per_second"]
+
+
+def results_table(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
+    header = [
+        "concurrency",
+        "webhook req/s",
+        "p50 ms",
+        "p99 ms",
+        "baseline ops/s",
+        "baseline p50",
+        "baseline p99",
+        "throughput ratio",
+        "webhook errors",
+        "baseline errors",
+        "server p50 ms",
+        "server p99 ms",
+    ]
+    rows = []
+    for web, base in pairs:
+        w, b = web.summary, base.summary
+        rows.append(
+            [
+                str(web.concurrency),
+                fmt(w["per_second"]),
+                fmt(w["p50_ms"], 2),
+                fmt(w["p99_ms"], 2),
+                fmt(b["per_second"]),
+                fmt(b["p50_ms"], 2),
+                fmt(b["p99_ms"], 2),
+                fmt(None if ratio(web, base) is None else 100 * ratio(web, base), 1) + " %",
+                str(w["errors"]),
+                str(b["errors"]),
+                fmt(percentile(web.server_ms, 50), 2),
+                fmt(percentile(web.server_ms, 99), 2),
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def cpu_table(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
+    groups = ["gunicorn workers", "load/baseline process", "postgres", "redis", "everything else", "machine total"]
+    rows = []
+    for web, base in pairs:
+        for phase in (web, base):
+            if phase.cpu:
+                rows.append(
+                    [
+                        str(phase.concurrency),
+                        phase.mode,
+                        *(fmt(phase.cpu.get(g), 2) for g in groups),
+                        fmt(1000 * phase.cpu["machine total"] / max(phase.summary["per_second"], 1e-9), 2),
+                    ]
+                )
+    return markdown_table(["concurrency", "phase", *groups, "core-ms per op"], rows)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return lines
+
+
+def goal_lines(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
+    lines = [GOAL_TEXT]
+    match = [(w, b) for w, b in pairs if w.concurrency == GOAL_CONCURRENCY]
+    if not match:
+        return [*lines, f"-> not measured (concurrency {GOAL_CONCURRENCY} was not run)"]
+    web, base = match[0]
+    # The issue's goal is on server latency (gunicorn's own request time); the client figure also
+    # counts the wait for one of the 2 sync workers and is printed beside it.
+    r, p99 = ratio(web, base), percentile(web.server_ms, 99)
+    ratio_ok = r is not None and r >= GOAL_RATIO
+    p99_ok = p99 is not None and p99 <= GOAL_P99_MS
+    verdict = "MET" if ratio_ok and p99_ok else "NOT MET"
+    lines.append(
+        f"-> {verdict}: throughput {fmt(None if r is None else 100 * r)} % of baseline "
+        f"({'ok' if ratio_ok else 'short'}), server p99 {fmt(p99, 2)} ms ({'ok' if p99_ok else 'over'}); "
+        f"client p99 {fmt(web.summary['p99_ms'], 2)} ms"
+    )
+    return lines
+
+
+def git_revision() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    return "?"
+
+
+def report(pairs: list[tuple[PhaseResult, PhaseResult]], args: argparse.Namespace, pg: dict[str, str]) -> str:
+    load = os.getloadavg()
+    lines = [
+        "# Webhook ingest benchmark",
+        "",
+        (
+            f"- run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, commit {git_revision()}, "
+            f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
+        ),
+        (
+            f"- each phase: {args.warmup:g} s warm-up, then {args.seconds:g} s measured; "
+            f"web = gunicorn amy.wsgi, {WEB_WORKERS} sync workers, no Celery worker; "
+            "body = tests/fixtures/terra/daily.json (4.3 kB) with a distinct user.user_id, signed"
+        ),
+        (
+            f"- PostgreSQL {pg.get('server_version')} (fsync={pg.get('fsync')}, "
+            f"synchronous_commit={pg.get('synchronous_commit')}, wal_sync_method={pg.get('wal_sync_method')}), "
+            f"database {DB_NAME} truncated before each phase; Redis db 14 flushed before each phase"
+        ),
+        (
+            "- webhook p50/p99: client-side wall time per request (new TCP connection each time: the sync "
+            "worker closes it), queueing for a worker included. server p50/p99: gunicorn's request time "
+            "(from the parsed request to the last byte written, no accept-queue wait)"
+        ),
+        (
+            "- baseline: one bare process (no Django, no HTTP), a thread per concurrency slot, each with "
+            "its own psycopg connection (autocommit, the `_INSERT_SQL` of ingest/services/webhook.py) and "
+            "its own producer (Celery `send_task` ingest.normalize_raw_event to terra-events)"
+        ),
+        "",
+        *results_table(pairs),
+        "",
+        *goal_lines(pairs),
+        "",
+        (
+            "CPU during the measured window, in cores (this machine has "
+            f"{os.cpu_count()}); core-ms per op = machine total / ops per second:"
+        ),
+        "",
+        *cpu_table(pairs),
+    ]
+    split = [
+        [
+            str(base.concurrency),
+            *(
+                fmt(base.summary.get("parts", {}).get(part, {}).get(stat), 2)
+                for part in ("insert", "publish")
+                for stat in ("p50_ms", "mean_ms")
+            ),
+        ]
+        for _, base in pairs
+    ]
+    lines += [
+        "",
+        "Baseline, time per operation in the INSERT (+ fetch of the id) and in the Celery publish:",
+        "",
+        *markdown_table(["concurrency", "insert p50 ms", "insert mean ms", "publish p50 ms", "publish mean ms"], split),
+    ]
+    errors = [
+        f"- {p.mode} c{p.concurrency}: {p.summary['error_kinds']}"
+        for pair in pairs
+        for p in pair
+        if p.summary["errors"]
+    ]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    return "\n".join(lines) + "\n"
+
+
+# Optional profile
+# ------------------------------------------------------------------------------
+
+PROFILE_BUCKETS = [
+    # (label, file suffix, function name): cumulative time per request; nested, so they overlap.
+    ("whole request in the worker (gunicorn handle_request)", "gunicorn/workers/sync.py", "handle_request"),
+    ("  gunicorn: parse the request", "gunicorn/http/parser.py", "__next__"),
+    ("  gunicorn: access log line", "gunicorn/glogging.py", "access"),
+    ("  gunicorn: close the connection", "gunicorn/util.py", "close_graceful"),
+    ("  Django handler incl. middleware", "django/core/handlers/base.py", "get_response"),
+    ("    URL resolution", "django/core/handlers/base.py", "resolve_request"),
+    ("    TerraWebhookView.post", "ingest/views.py", "post"),
+    ("      read_capped_body", "ingest/views.py", "read_capped_body"),
+    ("      verify_signature", "ingest/signature.py", "verify_signature"),
+    ("      classify", "ingest/classify.py", "classify"),
+    ("      raw_event_ingest (atomic, insert, commit, publish)", "ingest/services/webhook.py", "raw_event_ingest"),
+    ("        atomic __enter__ (incl. connection health check)", "django/db/transaction.py", "__enter__"),
+    ("          health check SELECT 1 (is_usable)", "django/db/backends/postgresql/base.py", "is_usable"),
+    ("        raw_event_insert (INSERT ... RETURNING)", "ingest/services/webhook.py", "raw_event_insert"),
+    ("        COMMIT", "django/db/backends/base/base.py", "commit"),
+    ("        _publish_once (on_commit hook)", "ingest/publish.py", "_publish_once"),
+    ("          Celery send_task", "celery/app/base.py", "send_task"),
+    ("            kombu: new redis client per publish", "kombu/transport/redis.py", "_create_client"),
+    ("            LPUSH round trip", "redis/commands/core.py", "lpush"),
+    ("  time psycopg spent waiting on the server (all statements)", "psycopg/connection.py", "wait"),
+]
+
+
+def profile(args: argparse.Namespace) -> str:
+    """A separate, profiled gunicorn at concurrency 8: where the worker's time goes."""
+    out = RESULTS / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("gunicorn-*.prof"):
+        old.unlink()
+    env = {**service_env(), "BENCH_PROFILE_DIR": str(out)}
+    web = Gunicorn(
+        RESULTS / "gunicorn-profile-access.log",
+        RESULTS / "gunicorn-profile.log",
+        config=ROOT / "bench" / "gunicorn_profile.py",
+        env=env,
+    )
+    try:
+        reset_state()
+        web.start()
+        result = run_phase("web", GOAL_CONCURRENCY, 99, args, web, args.profile_seconds)
+    finally:
+        web.stop(grace=15)  # graceful: the workers dump their profiles on exit
+    files = sorted(out.glob("gunicorn-*.prof"))
+    if not files:
+        return "profile: no profile written (did the workers exit gracefully?)\n"
+    stats = pstats.Stats(*map(str, files))
+    requests = max(1, result.summary["ok"] + result.summary["errors"])
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    lines = [
+        (
+            f"Profile (cProfile, both workers, concurrency {GOAL_CONCURRENCY}, {args.profile_seconds:g} s; "
+            f"{result.summary['per_second']:.0f} req/s under the profiler), cumulative ms per request over every "
+            "request the workers handled, warm-up included; cProfile inflates Python-heavy parts:"
+        ),
+        "",
+    ]
+    handled = sum(
+        v[1] for k, v in raw.items() if k[0].endswith("gunicorn/workers/sync.py") and k[2] == "handle_request"
+    )
+    handled = handled or requests
+    for label, suffix, name in PROFILE_BUCKETS:
+        # max, not sum: a name can match a method and the override it calls (e.g. __init__).
+        total = max((v[3] for k, v in raw.items() if k[0].endswith(suffix) and k[2] == name), default=0)
+        if total:
+            lines.append(f"  {fmt(1000 * total / handled, 3):>8} ms  {label}")
+    lines += ["", f"(per request = over {handled} requests; full listing in {out}/top.txt)", ""]
+    with (out / "top.txt").open("w") as listing:
+        stats.stream = listing  # type: ignore[attr-defined]
+        stats.sort_stats("cumulative").print_stats(80)
+        stats.sort_stats("tottime").print_stats(60)
+    return "\n".join(lines) + "\n"
+
+
+# Main
+# ------------------------------------------------------------------------------
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window per phase (default 10)")
+    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up per phase (default 1.5)")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
+    parser.add_argument("--profile", action="store_true", help="then profile a gunicorn worker at concurrency 8")
+    parser.add_argument("--profile-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    log(f"database {DB_NAME}: drop, create, migrate")
+    pg = recreate_database()
+    migrate()
+    access_log, server_log = RESULTS / "gunicorn-access.log", RESULTS / "gunicorn.log"
+    for path in (access_log, server_log):
+        path.unlink(missing_ok=True)
+    web = Gunicorn(access_log, server_log)
+    pairs: list[tuple[PhaseResult, PhaseResult]] = []
+    try:
+        reset_state()
+        log(f"gunicorn amy.wsgi on {web.url} ({WEB_WORKERS} sync workers)")
+        web.start()
+        phase = 0
+        for concurrency in levels:
+            results = {}
+            for mode in ("web", "baseline"):
+                log(f"{mode} at concurrency {concurrency}: {args.warmup:g} s warm-up + {args.seconds:g} s")
+                reset_state()
+                results[mode] = run_phase(mode, concurrency, phase, args, web if mode == "web" else None, args.seconds)
+                phase += 1
+                s = results[mode].summary
+                log(
+                    f"  {s['per_second']:.1f}/s, p50 {fmt(s['p50_ms'], 2)} ms, p99 {fmt(s['p99_ms'], 2)} ms, "
+                    f"{s['errors']} errors"
+                )
+            pairs.append((results["web"], results["baseline"]))
+    finally:
+        web.stop()
+        with contextlib.suppress(redis.RedisError):
+            reset_state()
+
+    text = report(pairs, args, pg)
+    if args.profile:
+        log(f"profiled gunicorn at concurrency {GOAL_CONCURRENCY} ({args.profile_seconds:g} s)")
+        try:
+            text += "\n" + profile(args)
+        finally:
+            with contextlib.suppress(redis.RedisError, psycopg.Error):
+                reset_state()
+    (RESULTS / "ingest.md").write_text(text)
+    print()
+    print(text, end="")
+    log(f"written to {(RESULTS / 'ingest.md').relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
