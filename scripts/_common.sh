@@ -44,13 +44,19 @@ ensure_venv() {
     fi
 }
 
+# Run a Python check up to 30 times, half a second apart; succeed as soon as it does.
+wait_until() {
+    for _ in $(seq 1 30); do
+        "$VENV/bin/python" -c "$1" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
 ensure_postgres() {
     local host="${PGHOST:-127.0.0.1}" port="${PGPORT:-5432}"
-    if "$VENV/bin/python" - "$host" "$port" <<'PY' >/dev/null 2>&1
-import socket, sys
-socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
-PY
-    then return; fi
+    local check="import socket; socket.create_connection(('$host', $port), timeout=1).close()"
+    if "$VENV/bin/python" -c "$check" >/dev/null 2>&1; then return; fi
     if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
         say "starting PostgreSQL"
         for version in /etc/postgresql/*; do
@@ -62,28 +68,19 @@ PY
     else
         die "PostgreSQL is not running on $host:$port and is not installed here (Debian: apt-get install postgresql)."
     fi
-    for _ in $(seq 1 30); do
-        "$VENV/bin/python" -c "import socket; socket.create_connection(('$host', $port), timeout=1).close()" 2>/dev/null && return
-        sleep 0.5
-    done
-    die "PostgreSQL did not start on $host:$port."
+    wait_until "$check" || die "PostgreSQL did not start on $host:$port."
 }
 
 ensure_redis() {
-    if "$VENV/bin/python" -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_timeout=2).ping()" 2>/dev/null; then
-        return
-    fi
+    local check="import redis; redis.Redis(host='127.0.0.1', port=6379, socket_timeout=1).ping()"
+    if "$VENV/bin/python" -c "$check" >/dev/null 2>&1; then return; fi
     command -v redis-server >/dev/null || die "Redis is not running on 127.0.0.1:6379 and is not installed here (Debian: apt-get install redis-server)."
     say "starting Redis"
     mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir "$( [ -w /var/lib/redis ] && echo /var/lib/redis || echo /tmp )" \
         --logfile "$( [ -w /var/log/redis ] && echo /var/log/redis/amy.log || echo /tmp/amy-redis.log )"
-    for _ in $(seq 1 30); do
-        "$VENV/bin/python" -c "import redis; redis.Redis(port=6379, socket_timeout=1).ping()" 2>/dev/null && return
-        sleep 0.2
-    done
-    die "Redis did not start on 127.0.0.1:6379."
+    wait_until "$check" || die "Redis did not start on 127.0.0.1:6379."
 }
 
 ensure_database() {
