@@ -76,6 +76,8 @@ class RawEvent(models.Model):
             models.Index(fields=["-dead_lettered_at", "-id"], name="raw_events_dead_idx", condition=Q(state="dead")),
             # Un-parking when a connection appears.
             models.Index(fields=["terra_user_id"], name="raw_events_parked_idx", condition=Q(state="parked")),
+            # Un-parking lab reports when their upload appears (keyed by Terra's upload id).
+            models.Index(fields=["reference_id"], name="raw_events_parked_ref_idx", condition=Q(state="parked")),
             models.Index(fields=["received_at"], name="raw_events_received_at_idx"),
             models.Index(fields=["request_id"], name="raw_events_request_id_idx"),
         ]
@@ -113,3 +115,318 @@ class TerraConnection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.terra_user_id} ({self.status})"
+
+
+# Typed tables (SPEC §4) ---------------------------------------------------------------------------
+
+
+class TypedRow(models.Model):
+    """Columns every typed row has. `NATURAL_KEY` names the fields a payload's record is unique by;
+    the writer upserts on it (ingest/services/typed_rows.py)."""
+
+    NATURAL_KEY: tuple[str, ...] = ()
+    # Filled from data_enrichment: a null in a later copy never replaces a stored value.
+    MERGED_FIELDS: tuple[str, ...] = ()
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=64, default="", blank=True)
+    terra_user_id = models.CharField(max_length=128, default="", blank=True)
+    raw_event = models.ForeignKey(RawEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ordering_ts = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self._meta.db_table} {self.pk}"
+
+
+def _natural_key(table: str, *fields: str) -> models.UniqueConstraint:
+    return models.UniqueConstraint(fields=list(fields), name=f"{table}_natural_key")
+
+
+class DailySummary(TypedRow):
+    NATURAL_KEY = ("user", "provider", "date")
+
+    date = models.DateField()
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    steps = models.BigIntegerField(null=True, blank=True)
+    distance_meters = models.FloatField(null=True, blank=True)
+    floors_climbed = models.FloatField(null=True, blank=True)
+    elevation_gain_meters = models.FloatField(null=True, blank=True)
+    total_burned_calories = models.FloatField(null=True, blank=True)
+    active_calories = models.FloatField(null=True, blank=True)
+    bmr_calories = models.FloatField(null=True, blank=True)
+    activity_seconds = models.FloatField(null=True, blank=True)
+    low_intensity_seconds = models.FloatField(null=True, blank=True)
+    moderate_intensity_seconds = models.FloatField(null=True, blank=True)
+    vigorous_intensity_seconds = models.FloatField(null=True, blank=True)
+    inactivity_seconds = models.FloatField(null=True, blank=True)
+    avg_hr_bpm = models.FloatField(null=True, blank=True)
+    max_hr_bpm = models.FloatField(null=True, blank=True)
+    min_hr_bpm = models.FloatField(null=True, blank=True)
+    resting_hr_bpm = models.FloatField(null=True, blank=True)
+    avg_hrv_rmssd = models.FloatField(null=True, blank=True)
+    avg_hrv_sdnn = models.FloatField(null=True, blank=True)
+    avg_saturation_percentage = models.FloatField(null=True, blank=True)
+    vo2max_ml_per_min_per_kg = models.FloatField(null=True, blank=True)
+    avg_stress_level = models.FloatField(null=True, blank=True)
+    max_stress_level = models.FloatField(null=True, blank=True)
+    recovery_score = models.FloatField(null=True, blank=True)
+    activity_score = models.FloatField(null=True, blank=True)
+    sleep_score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "daily_summary"
+        constraints = [_natural_key("daily_summary", "user", "provider", "date")]
+
+
+class SleepSession(TypedRow):
+    NATURAL_KEY = ("user", "provider", "summary_id")
+    MERGED_FIELDS = ("sleep_score",)
+
+    summary_id = models.CharField(max_length=255)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    is_nap = models.BooleanField(null=True, blank=True)
+    asleep_seconds = models.FloatField(null=True, blank=True)
+    light_seconds = models.FloatField(null=True, blank=True)
+    deep_seconds = models.FloatField(null=True, blank=True)
+    rem_seconds = models.FloatField(null=True, blank=True)
+    awake_seconds = models.FloatField(null=True, blank=True)
+    in_bed_seconds = models.FloatField(null=True, blank=True)
+    sleep_latency_seconds = models.FloatField(null=True, blank=True)
+    wakeup_events = models.IntegerField(null=True, blank=True)
+    efficiency = models.FloatField(null=True, blank=True)
+    avg_hr_bpm = models.FloatField(null=True, blank=True)
+    min_hr_bpm = models.FloatField(null=True, blank=True)
+    resting_hr_bpm = models.FloatField(null=True, blank=True)
+    avg_hrv_rmssd = models.FloatField(null=True, blank=True)
+    avg_breaths_per_min = models.FloatField(null=True, blank=True)
+    avg_saturation_percentage = models.FloatField(null=True, blank=True)
+    temperature_delta = models.FloatField(null=True, blank=True)
+    readiness = models.FloatField(null=True, blank=True)
+    sleep_score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "sleep_sessions"
+        constraints = [_natural_key("sleep_sessions", "user", "provider", "summary_id")]
+
+
+class Activity(TypedRow):
+    NATURAL_KEY = ("user", "provider", "summary_id")
+
+    summary_id = models.CharField(max_length=255)
+    name = models.TextField(null=True, blank=True)
+    activity_type = models.IntegerField(null=True, blank=True)
+    start_time = models.DateTimeField(null=True, blank=True)
+    end_time = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    active_seconds = models.FloatField(null=True, blank=True)
+    distance_meters = models.FloatField(null=True, blank=True)
+    steps = models.BigIntegerField(null=True, blank=True)
+    elevation_gain_meters = models.FloatField(null=True, blank=True)
+    total_burned_calories = models.FloatField(null=True, blank=True)
+    active_calories = models.FloatField(null=True, blank=True)
+    avg_hr_bpm = models.FloatField(null=True, blank=True)
+    max_hr_bpm = models.FloatField(null=True, blank=True)
+    avg_speed_meters_per_second = models.FloatField(null=True, blank=True)
+    avg_pace_minutes_per_kilometer = models.FloatField(null=True, blank=True)
+    avg_cadence_rpm = models.FloatField(null=True, blank=True)
+    avg_watts = models.FloatField(null=True, blank=True)
+    max_watts = models.FloatField(null=True, blank=True)
+    vo2max_ml_per_min_per_kg = models.FloatField(null=True, blank=True)
+    device_name = models.TextField(null=True, blank=True)
+
+    class Meta:
+        db_table = "activities"
+        verbose_name_plural = "activities"
+        constraints = [_natural_key("activities", "user", "provider", "summary_id")]
+
+
+class BodyMeasurement(TypedRow):
+    NATURAL_KEY = ("user", "provider", "measured_at", "metric")
+
+    measured_at = models.DateTimeField()
+    metric = models.CharField(max_length=64)
+    value = models.FloatField(null=True, blank=True)
+    unit = models.CharField(max_length=16)
+
+    class Meta:
+        db_table = "body_measurements"
+        constraints = [_natural_key("body_measurements", "user", "provider", "measured_at", "metric")]
+
+
+class NutritionDaily(TypedRow):
+    NATURAL_KEY = ("user", "provider", "date")
+
+    date = models.DateField()
+    calories = models.FloatField(null=True, blank=True)
+    protein_g = models.FloatField(null=True, blank=True)
+    carbohydrates_g = models.FloatField(null=True, blank=True)
+    fat_g = models.FloatField(null=True, blank=True)
+    fiber_g = models.FloatField(null=True, blank=True)
+    sugar_g = models.FloatField(null=True, blank=True)
+    water_ml = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        db_table = "nutrition_daily"
+        verbose_name_plural = "nutrition daily"
+        constraints = [_natural_key("nutrition_daily", "user", "provider", "date")]
+
+
+class MenstruationDay(TypedRow):
+    NATURAL_KEY = ("user", "provider", "date")
+
+    date = models.DateField()
+    period_start_date = models.DateField(null=True, blank=True)
+    period_length_days = models.IntegerField(null=True, blank=True)
+    day_in_cycle = models.IntegerField(null=True, blank=True)
+    cycle_length_days = models.IntegerField(null=True, blank=True)
+    phase = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "menstruation_days"
+        constraints = [_natural_key("menstruation_days", "user", "provider", "date")]
+
+
+class Athlete(TypedRow):
+    """The provider's profile of the user: no names or email are kept."""
+
+    NATURAL_KEY = ("user", "provider")
+
+    sex = models.CharField(max_length=32, null=True, blank=True)
+    date_of_birth = models.DateField(null=True, blank=True)
+    age = models.IntegerField(null=True, blank=True)
+    country = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        db_table = "athletes"
+        constraints = [_natural_key("athletes", "user", "provider")]
+
+
+class LabUploadStatus(models.TextChoices):
+    PROCESSING = "processing"
+    PARSED = "parsed"
+    FAILED = "failed"
+
+
+class LabUpload(models.Model):
+    """A lab report a user uploaded; Terra parses it and posts the biomarkers back."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="lab_uploads")
+    filename = models.CharField(max_length=255, default="", blank=True)
+    storage_key = models.CharField(max_length=512, default="", blank=True)
+    content_type = models.CharField(max_length=64, default="", blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, default="", blank=True)
+    status = models.CharField(max_length=16, choices=LabUploadStatus.choices, default=LabUploadStatus.PROCESSING)
+    terra_upload_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    terra_session_id = models.CharField(max_length=255, null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    parsed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "lab_uploads"
+
+    def __str__(self) -> str:
+        return f"lab upload {self.pk} ({self.status})"
+
+
+class Biomarker(TypedRow):
+    NATURAL_KEY = ("user", "lab_upload", "code")
+
+    lab_upload = models.ForeignKey(LabUpload, on_delete=models.CASCADE, related_name="biomarkers")
+    code = models.CharField(max_length=128)
+    name = models.TextField(null=True, blank=True)
+    loinc_code = models.CharField(max_length=32, null=True, blank=True)
+    panel = models.TextField(null=True, blank=True)
+    value = models.FloatField(null=True, blank=True)
+    value_text = models.TextField(null=True, blank=True)
+    unit = models.CharField(max_length=64, null=True, blank=True)
+    reference_low = models.FloatField(null=True, blank=True)
+    reference_high = models.FloatField(null=True, blank=True)
+    flag = models.CharField(max_length=16, null=True, blank=True)
+    collected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "biomarkers"
+        constraints = [_natural_key("biomarkers", "user", "lab_upload", "code")]
+
+
+# The codes biomarkers_wide has a column for (SPEC §4); the view's migration reads this list.
+WIDE_BIOMARKER_CODES = (
+    "hemoglobin",
+    "hematocrit",
+    "wbc",
+    "platelets",
+    "glucose_fasting",
+    "hba1c",
+    "total_cholesterol",
+    "ldl_cholesterol",
+    "hdl_cholesterol",
+    "triglycerides",
+    "creatinine",
+    "egfr",
+    "alt",
+    "ast",
+    "tsh",
+    "free_t4",
+    "vitamin_d_25_hydroxy",
+    "vitamin_b12",
+    "ferritin",
+    "iron",
+    "c_reactive_protein_hs",
+    "testosterone_total",
+    "cortisol",
+    "insulin_fasting",
+    "uric_acid",
+)
+
+
+class BiomarkersWide(models.Model):
+    """Read-only: one row per (user, lab upload), one column per tracked code (a database view)."""
+
+    id = models.BigIntegerField(primary_key=True)  # the lab upload's id
+    user = models.ForeignKey(User, on_delete=models.DO_NOTHING, related_name="+")
+    lab_upload = models.ForeignKey(LabUpload, on_delete=models.DO_NOTHING, related_name="+")
+    collected_at = models.DateTimeField(null=True)
+    hemoglobin = models.FloatField(null=True)
+    hematocrit = models.FloatField(null=True)
+    wbc = models.FloatField(null=True)
+    platelets = models.FloatField(null=True)
+    glucose_fasting = models.FloatField(null=True)
+    hba1c = models.FloatField(null=True)
+    total_cholesterol = models.FloatField(null=True)
+    ldl_cholesterol = models.FloatField(null=True)
+    hdl_cholesterol = models.FloatField(null=True)
+    triglycerides = models.FloatField(null=True)
+    creatinine = models.FloatField(null=True)
+    egfr = models.FloatField(null=True)
+    alt = models.FloatField(null=True)
+    ast = models.FloatField(null=True)
+    tsh = models.FloatField(null=True)
+    free_t4 = models.FloatField(null=True)
+    vitamin_d_25_hydroxy = models.FloatField(null=True)
+    vitamin_b12 = models.FloatField(null=True)
+    ferritin = models.FloatField(null=True)
+    iron = models.FloatField(null=True)
+    c_reactive_protein_hs = models.FloatField(null=True)
+    testosterone_total = models.FloatField(null=True)
+    cortisol = models.FloatField(null=True)
+    insulin_fasting = models.FloatField(null=True)
+    uric_acid = models.FloatField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "biomarkers_wide"
+        verbose_name_plural = "biomarkers wide"
+
+    def __str__(self) -> str:
+        return f"biomarkers of lab upload {self.pk}"

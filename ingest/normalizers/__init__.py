@@ -7,9 +7,20 @@ raises BadData for a payload that can never normalize. Registering a type is one
 from __future__ import annotations
 
 from ingest.classify import UNKNOWN
-from ingest.errors import BadData
-from ingest.normalizers import lifecycle
+from ingest.normalizers import (
+    activity,
+    athlete,
+    body,
+    daily,
+    labs,
+    lifecycle,
+    menstruation,
+    nutrition,
+    s3_payload,
+    sleep,
+)
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, skipped
+from ingest.normalizers.data import data_event
 
 # Recorded and marked skipped:<type>: nothing to store by design (SPEC §3).
 SKIPPED_TYPES = frozenset(
@@ -27,11 +38,17 @@ SKIPPED_TYPES = frozenset(
     }
 )
 
-# Typed data normalizers arrive with the normalizers issue; until then these events are
-# dead-lettered visibly (and replayable once a normalizer exists), never dropped.
-PENDING_TYPES = frozenset(
-    {"daily", "sleep", "activity", "body", "nutrition", "menstruation", "athlete", "lab_report", "s3_payload"}
-)
+DATA_TYPES: dict[str, Normalizer] = {
+    "daily": data_event(daily.parse),
+    "sleep": data_event(sleep.parse),
+    "activity": data_event(activity.parse),
+    "body": data_event(body.parse),
+    "nutrition": data_event(nutrition.parse),
+    "menstruation": data_event(menstruation.parse),
+    "athlete": data_event(athlete.parse),
+    "lab_report": labs.normalize,
+    "s3_payload": s3_payload.normalize,
+}
 
 
 def _skip_type(context: EventContext) -> Outcome:
@@ -42,14 +59,10 @@ def _skip_unknown_shape(context: EventContext) -> Outcome:
     return skipped("unknown_shape")
 
 
-def _not_implemented(context: EventContext) -> Outcome:
-    raise BadData(f"normalizer for {context.event_type!r} not implemented yet")
-
-
 def _registry() -> dict[str, Normalizer]:
     registry: dict[str, Normalizer] = {UNKNOWN: _skip_unknown_shape}
     registry.update(dict.fromkeys(SKIPPED_TYPES, _skip_type))
-    registry.update(dict.fromkeys(PENDING_TYPES, _not_implemented))
+    registry.update(DATA_TYPES)
     registry.update(lifecycle.NORMALIZERS)
     return registry
 

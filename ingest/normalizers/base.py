@@ -19,6 +19,25 @@ class EventContext:
     ordering_ts: int | None
     request_id: str | None
     payload: dict[str, Any]
+    # Set when the ledger row already belongs to a user (imports); else resolved by connection.
+    user_id: str | None = None
+
+
+@dataclass
+class WriteStats:
+    """Typed rows an event's normalization inserted, changed, left unchanged or deleted."""
+
+    inserted: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def __iadd__(self, other: WriteStats) -> WriteStats:
+        self.inserted += other.inserted
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+        return self
 
 
 @dataclass(frozen=True)
@@ -28,10 +47,15 @@ class Outcome:
     user_id: str | None = None
     # Work for after the commit (a nudge, a backfill request): never inside the transaction.
     after_commit: tuple[Callable[[], None], ...] = field(default=())
+    written: WriteStats = field(default_factory=WriteStats)
 
 
-def processed(user_id: str | None = None, after_commit: tuple[Callable[[], None], ...] = ()) -> Outcome:
-    return Outcome(RawEventState.PROCESSED, user_id=user_id, after_commit=after_commit)
+def processed(
+    user_id: str | None = None,
+    after_commit: tuple[Callable[[], None], ...] = (),
+    written: WriteStats | None = None,
+) -> Outcome:
+    return Outcome(RawEventState.PROCESSED, user_id=user_id, after_commit=after_commit, written=written or WriteStats())
 
 
 def skipped(reason: str, user_id: str | None = None) -> Outcome:
@@ -43,3 +67,19 @@ def parked(reason: str) -> Outcome:
 
 
 Normalizer = Callable[[EventContext], Outcome]
+
+
+@dataclass
+class ParsedRows:
+    """What a pure normalizer returns: rows to upsert and natural keys to delete, per table.
+
+    Each row holds its table's columns (missing values as None) but not the columns every typed
+    row shares (user, provider, terra_user_id, raw_event, ordering_ts): the writer adds those.
+    """
+
+    rows: list[tuple[type, dict[str, Any]]] = field(default_factory=list)
+    deletions: list[tuple[type, dict[str, Any]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, model: type, values: dict[str, Any]) -> None:
+        self.rows.append((model, values))

@@ -12,10 +12,9 @@ from ingest.errors import BadData
 from ingest.models import ConnectionStatus, TerraConnection
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, processed, skipped
 from ingest.services.connections import (
-    connection_activate,
+    connection_appear,
     connection_set_status,
     publish_later,
-    raw_events_unpark,
     request_backfill_later,
 )
 
@@ -25,8 +24,9 @@ def _scopes(user: Any) -> str | None:
 
 
 def _activate(context: EventContext, *, user_id: str, terra_user_id: str, provider: str, scopes: str | None) -> Outcome:
-    connection = connection_activate(user_id=user_id, terra_user_id=terra_user_id, provider=provider, scopes=scopes)
-    unparked = raw_events_unpark(terra_user_id=terra_user_id)
+    connection, unparked = connection_appear(
+        user_id=user_id, terra_user_id=terra_user_id, provider=provider, scopes=scopes
+    )
     after = [request_backfill_later(connection.pk, settings.AMY_BACKFILL_DAYS)]
     if unparked:
         after.append(publish_later(unparked, context.request_id))

@@ -38,6 +38,17 @@ def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scop
     return connection
 
 
+def connection_appear(
+    *, user_id: str, terra_user_id: str, provider: str, scopes: str | None
+) -> tuple[TerraConnection, list[int]]:
+    """Activate a connection and move the events parked waiting for it back to `received`.
+
+    Returns the connection and the ids to publish once the transaction commits.
+    """
+    connection = connection_activate(user_id=user_id, terra_user_id=terra_user_id, provider=provider, scopes=scopes)
+    return connection, raw_events_unpark(terra_user_id=terra_user_id)
+
+
 def connection_set_status(*, connection: TerraConnection, status: ConnectionStatus) -> None:
     connection.status = status
     if status in (ConnectionStatus.DEAUTHORIZED, ConnectionStatus.REVOKED, ConnectionStatus.REPLACED):

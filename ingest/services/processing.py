@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 
 from ingest.errors import BadData
-from ingest.models import RawEvent, RawEventState
+from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
 from ingest.services.connections import connection_touch
@@ -110,6 +110,8 @@ def _context(raw_event: RawEvent, request_id: str | None) -> EventContext:
         ordering_ts=raw_event.ordering_ts,
         request_id=request_id or raw_event.request_id,
         payload=payload,
+        # Imported rows belong to the importing user whatever Terra user they name (SPEC §3).
+        user_id=raw_event.user_id if raw_event.source == RawEventSource.IMPORT else None,
     )
 
 

@@ -68,18 +68,6 @@ def test_an_unknown_shape_is_marked_skipped_unknown_shape() -> None:
     assert (raw_event.state, raw_event.process_error) == (RawEventState.SKIPPED, "skipped:unknown_shape")
 
 
-@pytest.mark.parametrize(
-    "name", ["daily", "sleep", "activity", "body", "nutrition", "menstruation", "athlete", "lab_report", "s3_payload"]
-)
-def test_data_events_without_a_normalizer_yet_are_dead_lettered_visibly(name: str) -> None:
-    raw_event = process(store(sample(name)))
-    assert raw_event.state == RawEventState.DEAD
-    assert raw_event.process_error.startswith("bad_data: normalizer for ")
-    assert raw_event.process_error.endswith("not implemented yet")
-    assert raw_event.attempts == 1
-    assert raw_event.dead_lettered_at is not None
-
-
 def test_auth_success_creates_the_user_and_an_active_connection() -> None:
     raw_event = process(store(sample("auth_success")))
     assert raw_event.state == RawEventState.PROCESSED

@@ -1,0 +1,76 @@
+"""Data events (daily, sleep, activity, ...): whose rows they are, then parse and write.
+
+A pure parser (one module per Terra type) turns the payload into rows; this module resolves the
+owner from the Terra connection and hands the rows to the writer inside the worker's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from accounts.models import User
+from ingest.errors import BadData
+from ingest.models import INACTIVE_CONNECTION_STATUSES, TerraConnection
+from ingest.normalizers.base import EventContext, Normalizer, Outcome, ParsedRows, parked, processed, skipped
+from ingest.services.connections import connection_appear, publish_later
+from ingest.services.typed_rows import typed_rows_write
+
+logger = logging.getLogger(__name__)
+
+Parser = Callable[[dict[str, Any]], ParsedRows]
+
+
+@dataclass(frozen=True)
+class Owner:
+    user_id: str
+    provider: str
+    after_commit: tuple[Callable[[], None], ...] = ()
+
+
+def resolve_owner(context: EventContext) -> Owner | Outcome:
+    """The user whose rows these are, or the outcome when there is none to write for (SPEC §3)."""
+    if context.user_id:
+        return Owner(context.user_id, context.provider)
+    if not context.terra_user_id:
+        raise BadData("user.user_id is missing")
+    connection = TerraConnection.objects.filter(terra_user_id=context.terra_user_id).first()
+    after_commit: tuple[Callable[[], None], ...] = ()
+    if connection is None:
+        # user.reference_id is the id we gave Terra when the user connected: a known user's data
+        # may arrive before its auth event.
+        if not context.reference_id or not User.objects.filter(pk=context.reference_id).exists():
+            return parked("no_connection_for_terra_user")
+        connection, unparked = connection_appear(
+            user_id=context.reference_id, terra_user_id=context.terra_user_id, provider=context.provider, scopes=None
+        )
+        if unparked:
+            after_commit = (publish_later(unparked, context.request_id),)
+    if connection.status in INACTIVE_CONNECTION_STATUSES:
+        return skipped("connection_inactive", user_id=connection.user_id)
+    return Owner(connection.user_id, context.provider or connection.provider, after_commit)
+
+
+def data_event(parse: Parser) -> Normalizer:
+    """A normalizer that writes what `parse` reads from the payload, for the event's owner."""
+
+    def normalize(context: EventContext) -> Outcome:
+        owner = resolve_owner(context)
+        if isinstance(owner, Outcome):
+            return owner
+        parsed = parse(context.payload)
+        for warning in parsed.warnings:
+            logger.warning("raw_event %d: %s", context.raw_event_id, warning)
+        written = typed_rows_write(
+            parsed,
+            user_id=owner.user_id,
+            provider=owner.provider,
+            terra_user_id=context.terra_user_id,
+            raw_event_id=context.raw_event_id,
+            ordering_ts=context.ordering_ts,
+        )
+        return processed(user_id=owner.user_id, after_commit=owner.after_commit, written=written)
+
+    return normalize
