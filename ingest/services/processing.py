@@ -92,7 +92,8 @@ def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | 
     return row[0] if row else None
 
 
-def _context(raw_event: RawEvent, request_id: str | None) -> EventContext:
+def event_context(raw_event: RawEvent, request_id: str | None = None) -> EventContext:
+    """What a normalizer sees of a ledger row; BadData when its payload is not a JSON object."""
     if raw_event.payload is None:
         raise BadData("payload erased")
     try:
@@ -115,24 +116,29 @@ def _context(raw_event: RawEvent, request_id: str | None) -> EventContext:
     )
 
 
+def raw_event_mark(raw_event: RawEvent, outcome: Outcome) -> None:
+    """Record a normalization's outcome on its row, in the caller's transaction."""
+    is_final = outcome.state in (RawEventState.PROCESSED, RawEventState.SKIPPED)
+    RawEvent.objects.filter(pk=raw_event.pk).update(
+        state=outcome.state,
+        process_error=outcome.reason,
+        processed_at=Now() if is_final else None,
+        lease_until=None,
+        user_id=outcome.user_id or raw_event.user_id,
+    )
+
+
 def _normalize_claimed(*, raw_event_id: int, attempts: int, request_id: str | None) -> Outcome | None:
     """The work of one claimed delivery, in one transaction; None when the claim went stale."""
     with transaction.atomic():
         raw_event = RawEvent.objects.select_for_update().filter(pk=raw_event_id).first()
         if raw_event is None or raw_event.state != RawEventState.PROCESSING or raw_event.attempts != attempts:
             return None
-        context = _context(raw_event, request_id)
+        context = event_context(raw_event, request_id)
         outcome = normalizer_for(raw_event.event_type)(context)
         if raw_event.terra_user_id:
             connection_touch(terra_user_id=raw_event.terra_user_id)
-        is_final = outcome.state in (RawEventState.PROCESSED, RawEventState.SKIPPED)
-        RawEvent.objects.filter(pk=raw_event_id).update(
-            state=outcome.state,
-            process_error=outcome.reason,
-            processed_at=Now() if is_final else None,
-            lease_until=None,
-            user_id=outcome.user_id or raw_event.user_id,
-        )
+        raw_event_mark(raw_event, outcome)
         for callback in outcome.after_commit:
             transaction.on_commit(callback, robust=True)
     return outcome
