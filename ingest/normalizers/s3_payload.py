@@ -1,10 +1,124 @@
-"""Terra `s3_payload` events."""
+"""Terra's ping mode (`s3_payload`): fetch the body a pre-signed URL points at, into the ledger.
+
+The fetched body becomes its own ledger row (`source = "s3_payload"`, `parent_id` = this row,
+the same dedup as a webhook), published after commit and normalized as if Terra had pushed it;
+this row is marked `skipped:s3_payload_fetched`, so a renormalize never needs the expired link.
+
+The fetch runs inside the worker's transaction (the row lock is held meanwhile): it is bounded by
+`TERRA_API_TIMEOUT_SECONDS` per network operation and by the same figure for the whole download,
+and by `AMY_WEBHOOK_MAX_BYTES` for the body, so the lock is held for at most that long.
+4xx is bad data (an expired link answers 403); 5xx, 408, 429, timeouts and connection errors are
+transient and retried.
+"""
 
 from __future__ import annotations
 
-from ingest.errors import BadData
-from ingest.normalizers.base import EventContext, Outcome
+import json
+import logging
+import time
+from typing import TypeGuard
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from ingest.classify import classify
+from ingest.errors import BadData, TransientError
+from ingest.models import RawEvent, RawEventSource
+from ingest.normalizers.base import EventContext, Outcome, skipped
+from ingest.publish import publish_after_commit
+from ingest.services.webhook import DeliveryHeaders, dedup_key_for, raw_event_insert
+
+logger = logging.getLogger(__name__)
+
+FETCHED = "s3_payload_fetched"
+_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 def normalize(context: EventContext) -> Outcome:
-    raise BadData("normalizer for 's3_payload' not implemented yet")
+    url = context.payload.get("url")
+    if not _is_http_url(url):
+        raise BadData("url is missing or not an http(s) URL")
+    body = payload_fetch(url)
+
+    try:
+        body_text = body.decode("utf-8")
+        parsed = json.loads(body_text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadData(f"fetched payload is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(parsed, dict):
+        raise BadData("fetched payload is not a JSON object")
+    classification = classify(parsed)
+    if classification.event_type == "s3_payload":
+        raise BadData("fetched payload is itself an s3_payload")
+
+    # The fetched record keeps the ping's delivery headers: its ordering timestamp decides which
+    # copy of a record wins (SPEC §4), and the trace id and terra-reference correlate it.
+    parent = RawEvent.objects.filter(pk=context.raw_event_id).values("trace_id", "terra_reference").first() or {}
+    child_id = raw_event_insert(
+        body_text=body_text,
+        dedup_key=dedup_key_for(body),
+        classification=classification,
+        request_id=context.request_id or "",
+        headers=DeliveryHeaders(
+            trace_id=parent.get("trace_id"),
+            terra_reference=parent.get("terra_reference"),
+            ordering_ts=context.ordering_ts,
+        ),
+        signature_verified=True,  # the link came in our signed webhook
+        source=RawEventSource.S3_PAYLOAD,
+        parent_id=context.raw_event_id,
+    )
+    if child_id is None:
+        logger.info("raw_event %d: fetched %s payload is a duplicate", context.raw_event_id, classification.event_type)
+    else:
+        logger.info("raw_event %d: fetched payload stored as raw_event %d", context.raw_event_id, child_id)
+        publish_after_commit(child_id, context.request_id)
+    return skipped(FETCHED)
+
+
+def _is_http_url(url: object) -> TypeGuard[str]:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def payload_fetch(url: str) -> bytes:
+    """GET a pre-signed URL: the body, at most AMY_WEBHOOK_MAX_BYTES, within the timeout.
+
+    The URL is never logged or put in an error: its query string is a credential until it expires.
+    """
+    timeout = settings.TERRA_API_TIMEOUT_SECONDS
+    cap = settings.AMY_WEBHOOK_MAX_BYTES
+    host = urlsplit(url).hostname or "?"
+    deadline = time.monotonic() + timeout
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as response:
+            status = response.status_code
+            if status >= 500 or status in _TRANSIENT_STATUSES:
+                raise TransientError(f"s3_payload fetch from {host} answered {status}")
+            if not 200 <= status < 300:
+                raise BadData(f"s3_payload fetch from {host} answered {status}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise BadData(f"s3_payload body of {declared} bytes is over {cap} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise BadData(f"s3_payload body is over {cap} bytes")
+                if time.monotonic() > deadline:
+                    raise TransientError(f"s3_payload fetch from {host} took over {timeout} s")
+                chunks.append(chunk)
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"s3_payload fetch from {host} timed out") from exc
+    except (httpx.DecodingError, httpx.InvalidURL) as exc:
+        raise BadData(f"s3_payload fetch from {host} failed: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise TransientError(f"s3_payload fetch from {host} failed: {type(exc).__name__}") from exc
+    return b"".join(chunks)
