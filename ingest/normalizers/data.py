@@ -15,7 +15,7 @@ from accounts.models import User
 from ingest.errors import BadData
 from ingest.models import INACTIVE_CONNECTION_STATUSES, TerraConnection
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, ParsedRows, parked, processed, skipped
-from ingest.services.connections import connection_appear, publish_later
+from ingest.services.connections import connection_appear, publish_later, terra_user_lock
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ def resolve_owner(context: EventContext) -> Owner | Outcome:
         raise BadData("user.user_id is missing")
     connection = TerraConnection.objects.filter(terra_user_id=context.terra_user_id).first()
     after_commit: tuple[Callable[[], None], ...] = ()
+    if connection is None:
+        # Look again under the lock a new connection takes to un-park: either it sees our park,
+        # or we see it (ingest/services/connections.py).
+        terra_user_lock(context.terra_user_id)
+        connection = TerraConnection.objects.filter(terra_user_id=context.terra_user_id).first()
     if connection is None:
         # user.reference_id is the id we gave Terra when the user connected: a known user's data
         # may arrive before its auth event.

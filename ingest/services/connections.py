@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from amy.celery import app as celery_app
+from ingest.locks import advisory_xact_lock
 from ingest.models import ConnectionStatus, RawEvent, RawEventState, TerraConnection
 from ingest.publish import publish_raw_events
 
@@ -38,6 +39,15 @@ def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scop
     return connection
 
 
+def terra_user_lock(terra_user_id: str) -> None:
+    """Serialize, until the current transaction ends, parking and un-parking for one Terra user.
+
+    Without it, an event parked by a transaction that commits just after a new connection's
+    un-parking query ran would wait for a connection that already exists.
+    """
+    advisory_xact_lock(f"terra_user:{terra_user_id}")
+
+
 def connection_appear(
     *, user_id: str, terra_user_id: str, provider: str, scopes: str | None
 ) -> tuple[TerraConnection, list[int]]:
@@ -45,6 +55,7 @@ def connection_appear(
 
     Returns the connection and the ids to publish once the transaction commits.
     """
+    terra_user_lock(terra_user_id)
     connection = connection_activate(user_id=user_id, terra_user_id=terra_user_id, provider=provider, scopes=scopes)
     return connection, raw_events_unpark(terra_user_id=terra_user_id)
 

@@ -1,0 +1,63 @@
+"""A stand-in for the S3 bucket of Terra's ping mode: serves set bodies over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    delay: float = 0.0  # seconds before the answer starts
+    content_length: bool = True  # False: no header, the body ends when the connection closes
+
+
+@dataclass
+class PayloadServer:
+    routes: dict[str, Route] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        # A query string like a pre-signed URL's, which the server ignores.
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}?X-Amz-Expires=300&X-Amz-Signature=test"
+
+    def serve(self, path: str, body: bytes = b"", **options: object) -> str:
+        self.routes[path] = Route(body, **options)  # type: ignore[arg-type]
+        return self.url(path)
+
+    def start(self) -> None:
+        routes, requests = self.routes, self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                requests.append(path)
+                route = routes.get(path, Route(b"<Error><Code>NoSuchKey</Code></Error>", status=404))
+                time.sleep(route.delay)
+                try:
+                    self.send_response(route.status)
+                    self.send_header("content-type", "application/json")
+                    if route.content_length:
+                        self.send_header("content-length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout or a refused body): expected in tests
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
