@@ -207,6 +207,10 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 30.0
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+# Celery's Django fixup closes the database connection around every task unless this is set: a
+# new PostgreSQL connection per event cost a quarter of the worker's time (bench/run normalize).
+# Broken connections are still closed after each task (amy/celery.py).
+CELERY_DB_REUSE_MAX = CELERY_WORKER_MAX_TASKS_PER_CHILD
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays in charge
 CELERY_TASK_DEFAULT_QUEUE = "amy"

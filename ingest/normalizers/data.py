@@ -15,7 +15,7 @@ from accounts.models import User
 from ingest.errors import BadData
 from ingest.models import INACTIVE_CONNECTION_STATUSES, TerraConnection
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, ParsedRows, parked, processed, skipped
-from ingest.services.connections import connection_appear, publish_later, terra_user_lock
+from ingest.services.connections import connection_appear, connection_touch, publish_later, terra_user_lock
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def resolve_owner(context: EventContext) -> Owner | Outcome:
         )
         if unparked:
             after_commit = (publish_later(unparked, context.request_id),)
+    connection_touch(connection)
     if connection.status in INACTIVE_CONNECTION_STATUSES:
         return skipped("connection_inactive", user_id=connection.user_id)
     return Owner(connection.user_id, context.provider or connection.provider, after_commit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from ingest.classify import safe_text
 from ingest.errors import BadData
@@ -89,7 +90,8 @@ def permission_change(context: EventContext) -> Outcome:
         return skipped("no_connection")
     # user.scopes is the whole current set; scopes_added/removed only describe the change.
     connection.scopes = _scopes(context.payload.get("user"))
-    connection.save(update_fields=["scopes"])
+    connection.last_webhook_at = timezone.now()
+    connection.save(update_fields=["scopes", "last_webhook_at"])
     return processed(user_id=connection.user_id)
 
 

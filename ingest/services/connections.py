@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import partial
 
 from django.db.models.functions import Now
@@ -24,7 +25,13 @@ def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scop
     user, _ = User.objects.get_or_create(id=user_id)
     connection, created = TerraConnection.objects.select_for_update().get_or_create(
         terra_user_id=terra_user_id,
-        defaults={"user": user, "provider": provider, "scopes": scopes, "status": ConnectionStatus.ACTIVE},
+        defaults={
+            "user": user,
+            "provider": provider,
+            "scopes": scopes,
+            "status": ConnectionStatus.ACTIVE,
+            "last_webhook_at": timezone.now(),
+        },
     )
     if not created:
         connection.user = user
@@ -35,6 +42,7 @@ def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scop
         connection.status = ConnectionStatus.ACTIVE
         connection.disconnected_at = None
         connection.replaced_by = None
+        connection.last_webhook_at = timezone.now()
         connection.save()
     return connection
 
@@ -62,13 +70,23 @@ def connection_appear(
 
 def connection_set_status(*, connection: TerraConnection, status: ConnectionStatus) -> None:
     connection.status = status
+    connection.last_webhook_at = timezone.now()
     if status in (ConnectionStatus.DEAUTHORIZED, ConnectionStatus.REVOKED, ConnectionStatus.REPLACED):
         connection.disconnected_at = timezone.now()
-    connection.save(update_fields=["status", "disconnected_at"])
+    connection.save(update_fields=["status", "disconnected_at", "last_webhook_at"])
 
 
-def connection_touch(*, terra_user_id: str) -> None:
-    TerraConnection.objects.filter(terra_user_id=terra_user_id).update(last_webhook_at=Now())
+# last_webhook_at is "recently", not "this event": writing it for every event would lock the
+# connection row in every transaction and cost a round trip per event.
+_TOUCH_EVERY = timedelta(seconds=60)
+
+
+def connection_touch(connection: TerraConnection) -> None:
+    """Record that the connection is sending, at most once a minute."""
+    now = timezone.now()
+    if connection.last_webhook_at is None or now - connection.last_webhook_at > _TOUCH_EVERY:
+        TerraConnection.objects.filter(pk=connection.pk).update(last_webhook_at=now)
+        connection.last_webhook_at = now
 
 
 def raw_events_unpark(*, terra_user_id: str) -> list[int]:

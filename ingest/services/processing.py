@@ -28,7 +28,6 @@ from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
-from ingest.services.connections import connection_touch
 from ingest.services.dead_letter import raw_event_dead_letter
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,8 @@ def retry_countdown(retries: int) -> float:
 
 def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | None:
     """Claim a delivery; return the row's delivery count, or None when it is not ours to process."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    # One statement in autocommit: committed before the work, with no BEGIN/COMMIT round trips.
+    with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL,
             {
@@ -136,8 +136,6 @@ def _normalize_claimed(*, raw_event_id: int, attempts: int, request_id: str | No
             return None
         context = event_context(raw_event, request_id)
         outcome = normalizer_for(raw_event.event_type)(context)
-        if raw_event.terra_user_id:
-            connection_touch(terra_user_id=raw_event.terra_user_id)
         raw_event_mark(raw_event, outcome)
         for callback in outcome.after_commit:
             transaction.on_commit(callback, robust=True)
