@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from ingest.classify import classify
-from ingest.models import RawEvent, RawEventState, TerraConnection
+from ingest.models import RawEvent, RawEventState, SleepSession, TerraConnection
 from ingest.services.drain import raw_events_drain
 from ingest.services.webhook import dedup_key_for, raw_event_insert
 from tests.conftest import PostWebhook
@@ -129,3 +129,22 @@ def test_concurrent_duplicate_messages_for_one_row_process_it_once(
     assert wait_final(raw_event_id).state == RawEventState.PROCESSED
     wait_for(lambda: redis_client.llen("terra-events") == 0, 10, "the extra nudges to be consumed")
     assert int(redis_client.get(COMPLETED_KEY.format(raw_event_id=raw_event_id))) == 1
+
+
+def test_data_parked_before_its_connection_is_normalized_once_auth_arrives(
+    live_worker: CeleryWorker, post_webhook: PostWebhook
+) -> None:
+    # given: Oura's sleep arrives before the connection exists (and names no user we know yet)
+    sleep_id = post_webhook(sample("sleep")).json()["raw_event_id"]
+    assert wait_final(sleep_id).process_error == "no_connection_for_terra_user"
+    # when: the auth event creates the connection
+    auth_id = post_webhook(sample("auth_success")).json()["raw_event_id"]
+    # then: the parked sleep is re-enqueued and written for the user
+    assert wait_final(auth_id).state == RawEventState.PROCESSED
+    wait_for(lambda: RawEvent.objects.get(pk=sleep_id).state == RawEventState.PROCESSED, 30, "the unparked sleep")
+    session = SleepSession.objects.get()
+    assert (session.user_id, session.provider, session.raw_event_id) == (
+        "user_2pQm9XkL4vN8rT1sYb6WcZ3eHdA",
+        "OURA",
+        sleep_id,
+    )
