@@ -13,5 +13,9 @@ class User(models.Model):
     class Meta:
         db_table = "users"
 
+    # DRF treats the authenticated principal as a user object: API users are always authenticated.
+    is_authenticated = True
+    is_anonymous = False
+
     def __str__(self) -> str:
         return self.id
