@@ -19,3 +19,19 @@ class User(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class CliToken(models.Model):
+    """A CLI token we minted, by its `jti`: revoking it refuses the token from then on."""
+
+    jti = models.CharField(primary_key=True, max_length=64)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="cli_tokens")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "cli_tokens"
+
+    def __str__(self) -> str:
+        return f"CLI token of {self.user_id} ({'revoked' if self.revoked_at else 'active'})"

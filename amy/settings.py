@@ -173,6 +173,18 @@ if AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
 AMY_JWT_SECRET = _secret("AMY_JWT_SECRET", "dev-amy-jwt-secret-0123456789abcdef0123456789")
 AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
 AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
+AMY_CLI_TOKEN_DAYS = 30
+CLERK_JWKS_URL = env.str("CLERK_JWKS_URL", default="")
+CLERK_ISSUER = env.str("CLERK_ISSUER", default="")
+CLERK_AUTHORIZED_PARTIES = env.list("CLERK_AUTHORIZED_PARTIES", default=[])
+CLERK_PUBLISHABLE_KEY = env.str("CLERK_PUBLISHABLE_KEY", default="")
+CLERK_JWKS_TIMEOUT_SECONDS = env.float("CLERK_JWKS_TIMEOUT_SECONDS", default=2.0)
+# An unknown `kid` refetches the key set at most this often, so random kids cannot turn into
+# outbound calls.
+CLERK_JWKS_REFETCH_SECONDS = env.float("CLERK_JWKS_REFETCH_SECONDS", default=60.0)
+CLERK_JWKS_CACHE_SECONDS = env.float("CLERK_JWKS_CACHE_SECONDS", default=3600.0)
+# Clock skew allowed on exp/nbf of Clerk session tokens (short-lived by design).
+CLERK_LEEWAY_SECONDS = 5
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 AMY_ERRORS_DOCS_URL = env.str("AMY_ERRORS_DOCS_URL", default="https://api.amy.health/docs/errors")
 
@@ -224,8 +236,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "amy.exception_handler.drf_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
 }
 

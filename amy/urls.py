@@ -5,6 +5,7 @@ from django.urls import path, re_path
 
 from admin_ops.views import healthz
 from amy.exception_handler import not_found
+from ingest.api_views import MeApi
 from ingest.views import TerraWebhookView
 
 webhook = TerraWebhookView.as_view()
@@ -13,6 +14,7 @@ webhook = TerraWebhookView.as_view()
 urlpatterns = [
     path("healthz", healthz),
     path("console/", admin.site.urls),
+    path("v1/me", MeApi.as_view()),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),
     path("webhook/terra", webhook),

@@ -9,6 +9,9 @@ from django.conf import settings
 from django.test import Client
 
 import tests.fault_hooks  # noqa: F401 - registers the test-only event types in this process too
+from tests.fake_clerk import AUTHORIZED_PARTY as CLERK_AUTHORIZED_PARTY
+from tests.fake_clerk import ISSUER as CLERK_ISSUER
+from tests.fake_clerk import FakeClerk, SigningKey
 from tests.fake_terra import FakeTerra
 from tests.live import CeleryWorker, service_env
 from tests.terra import signed_headers
@@ -69,3 +72,27 @@ def live_worker(django_db_setup: None, fake_terra: FakeTerra) -> Iterator[Celery
     worker.start()
     yield worker
     worker.kill()
+
+
+@pytest.fixture(scope="session")
+def fake_clerk_server() -> Iterator[FakeClerk]:
+    fake = FakeClerk()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_clerk(fake_clerk_server: FakeClerk, settings: Any) -> Iterator[FakeClerk]:
+    """Clerk's JWKS on loopback, with the settings pointing at it and an empty key cache."""
+    from accounts.clerk import jwks
+
+    settings.CLERK_JWKS_URL = fake_clerk_server.jwks_url
+    settings.CLERK_ISSUER = CLERK_ISSUER
+    settings.CLERK_AUTHORIZED_PARTIES = [CLERK_AUTHORIZED_PARTY]
+    fake_clerk_server.keys = [SigningKey("key-1")]
+    fake_clerk_server.fetches = 0
+    fake_clerk_server.down = False
+    jwks.clear()
+    yield fake_clerk_server
+    jwks.clear()

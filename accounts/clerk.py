@@ -1,0 +1,91 @@
+"""Clerk session tokens (SPEC §5): RS256 against Clerk's JWKS, which we cache.
+
+PyJWT's own JWKS client refetches on every unknown `kid`, which would let random kids turn into
+one outbound call per request; this cache refetches for an unknown kid at most once per
+CLERK_JWKS_REFETCH_SECONDS, keeps serving the keys it has while a fetch fails, and never takes
+the JWKS address from the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import jwt
+from django.conf import settings
+from jwt.algorithms import RSAAlgorithm
+
+from accounts.tokens import InvalidToken
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+
+
+class JwksCache:
+    def __init__(self) -> None:
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0  # last successful fetch
+        self._attempted_at = float("-inf")  # last attempt, successful or not
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys, self._fetched_at, self._attempted_at = {}, 0.0, float("-inf")
+
+    def _fetch(self) -> None:
+        self._attempted_at = time.monotonic()
+        try:
+            response = httpx.get(settings.CLERK_JWKS_URL, timeout=settings.CLERK_JWKS_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            keys = {}
+            for jwk in response.json().get("keys", []):
+                if jwk.get("kty") == "RSA" and jwk.get("kid") and jwk.get("use", "sig") == "sig":
+                    keys[jwk["kid"]] = RSAAlgorithm.from_jwk(jwk)
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError, jwt.InvalidKeyError) as exc:
+            logger.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), type(exc).__name__)
+            return
+        self._keys, self._fetched_at = keys, time.monotonic()
+
+    def key(self, kid: str) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            expired = now - self._fetched_at > settings.CLERK_JWKS_CACHE_SECONDS
+            may_refetch = now - self._attempted_at >= settings.CLERK_JWKS_REFETCH_SECONDS
+            if (expired or kid not in self._keys) and may_refetch:
+                self._fetch()
+            return self._keys.get(kid)
+
+
+jwks = JwksCache()
+
+
+def clerk_token_verify(token: str, kid: str | None) -> dict[str, Any]:
+    """The claims of a valid Clerk session token; InvalidToken otherwise."""
+    if not settings.CLERK_JWKS_URL or not settings.CLERK_ISSUER:
+        raise InvalidToken("Clerk sign-in is not configured")
+    if not kid:
+        raise InvalidToken("token has no kid")
+    key = jwks.key(kid)
+    if key is None:
+        raise InvalidToken("unknown signing key")
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],  # pinned: an HS256 token "signed" with the public key fails here
+            issuer=settings.CLERK_ISSUER,
+            leeway=settings.CLERK_LEEWAY_SECONDS,
+            options={"require": ["exp", "nbf", "iss", "sub"], "verify_aud": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    azp = claims.get("azp")
+    if azp is not None and azp not in settings.CLERK_AUTHORIZED_PARTIES:
+        raise InvalidToken("azp is not an authorized party")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidToken("no subject")
+    return claims
