@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "amy.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "accounts.idempotency.IdempotencyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -174,6 +175,7 @@ AMY_JWT_SECRET = _secret("AMY_JWT_SECRET", "dev-amy-jwt-secret-0123456789abcdef0
 AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
 AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_CLI_TOKEN_DAYS = 30
+AMY_IDEMPOTENCY_SECONDS = 24 * 3600
 CLERK_JWKS_URL = env.str("CLERK_JWKS_URL", default="")
 CLERK_ISSUER = env.str("CLERK_ISSUER", default="")
 CLERK_AUTHORIZED_PARTIES = env.list("CLERK_AUTHORIZED_PARTIES", default=[])
