@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import path, re_path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from admin_ops.views import healthz
 from amy.exception_handler import not_found
@@ -13,6 +14,11 @@ webhook = TerraWebhookView.as_view()
 
 urlpatterns = [
     path("healthz", healthz),
+    path("openapi.json", SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[])),
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(url="/openapi.json", authentication_classes=[], permission_classes=[]),
+    ),
     path("console/", admin.site.urls),
     path("v1/me", MeApi.as_view()),
     # Terra's webhook and its four aliases (SPEC §2).
