@@ -25,6 +25,13 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UNAVAILABLE = "unavailable"
+    # CLI login (SPEC §5) and idempotency (SPEC §1)
+    AUTHORIZATION_PENDING = "authorization_pending"
+    SLOW_DOWN = "slow_down"
+    EXPIRED_TOKEN = "expired_token"
+    INVALID_GRANT = "invalid_grant"
+    IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
 
 
 class ApiError(Exception):

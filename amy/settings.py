@@ -177,6 +177,7 @@ AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
 AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_CLI_TOKEN_DAYS = 30
 AMY_IDEMPOTENCY_SECONDS = 24 * 3600
+AMY_AUTH_RATE_PER_MINUTE = env.int("AMY_AUTH_RATE_PER_MINUTE", default=30)
 CLERK_JWKS_URL = env.str("CLERK_JWKS_URL", default="")
 CLERK_ISSUER = env.str("CLERK_ISSUER", default="")
 CLERK_AUTHORIZED_PARTIES = env.list("CLERK_AUTHORIZED_PARTIES", default=[])
@@ -243,6 +244,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client IP that rate
+    # limits key on; unset, REMOTE_ADDR is used (a client-sent header is never trusted).
+    "NUM_PROXIES": env.int("AMY_NUM_PROXIES", default=None),
 }
 
 SPECTACULAR_SETTINGS = {

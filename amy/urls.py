@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from admin_ops.views import healthz
@@ -21,6 +21,7 @@ urlpatterns = [
     ),
     path("console/", admin.site.urls),
     path("v1/me", MeApi.as_view()),
+    path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),
     path("webhook/terra", webhook),

@@ -1,0 +1,263 @@
+"""CLI login by device flow and logout (SPEC §5): thin views over accounts.device_login."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from redis.exceptions import RedisError
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from accounts.device_login import (
+    device_login_approve,
+    device_login_exchange,
+    device_login_start,
+    user_code_format,
+    user_code_normalize,
+)
+from accounts.tokens import cli_token_revoke
+from amy.errors import ApiError, ErrorCode
+
+logger = logging.getLogger(__name__)
+
+CLERK_JS_MAJOR_VERSION = 5  # v5 still bundles the sign-in UI in clerk.browser.js
+_PUBLISHABLE_KEY = re.compile(r"pk_(?:test|live)_([A-Za-z0-9+/=]+)")
+_FRONTEND_API_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+
+
+# --- rate limits ------------------------------------------------------------------------------------
+
+
+class AuthRateThrottle(SimpleRateThrottle):
+    """SPEC §1: per client IP, AMY_AUTH_RATE_PER_MINUTE (30) requests a minute on one endpoint.
+
+    The rate is read per request rather than fixed at import, so a settings change applies.
+    """
+
+    def get_rate(self) -> str:
+        return f"{getattr(settings, 'AMY_AUTH_RATE_PER_MINUTE', 30)}/min"
+
+    def get_ident(self, request: Request) -> str:
+        if api_settings.NUM_PROXIES is None:
+            # DRF would then key on X-Forwarded-For as the client sent it, and a client that
+            # varies it would never be limited. Behind a proxy, set NUM_PROXIES.
+            return request.META.get("REMOTE_ADDR") or "unknown"
+        return str(super().get_ident(request))
+
+    def get_cache_key(self, request: Request, view: APIView) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            return bool(super().allow_request(request, view))
+        except RedisError as exc:
+            # The limit protects, it does not decide: a Redis outage must not stop logins.
+            logger.warning("auth rate limit skipped, cache unavailable: %s", type(exc).__name__)
+            return True
+
+
+class DeviceStartRateThrottle(AuthRateThrottle):
+    scope = "auth_device"
+
+
+class DeviceTokenRateThrottle(AuthRateThrottle):
+    scope = "auth_token"
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """The serializer's validated data, or the envelope's invalid_field naming the first bad field."""
+    serializer = serializer_class(data=data)
+    if serializer.is_valid():
+        return dict(serializer.validated_data)
+    field, messages = next(iter(serializer.errors.items()))
+    if field == api_settings.NON_FIELD_ERRORS_KEY:
+        raise ApiError("The body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
+    raise ApiError(f"{field}: {messages[0]}", code=ErrorCode.INVALID_FIELD, details={"field": field})
+
+
+class NoStoreMixin:
+    """Codes and tokens must not sit in caches (RFC 6749 §5.1): every answer, errors included."""
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class IsClerkSession(BasePermission):
+    message = "Approve from the browser sign-in; a CLI token cannot approve a CLI login."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return getattr(request.auth, "kind", None) == "clerk"
+
+
+# --- APIs -------------------------------------------------------------------------------------------
+
+
+class DeviceLoginStartApi(NoStoreMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [DeviceStartRateThrottle]
+
+    @extend_schema_serializer(component_name="DeviceLoginStarted")
+    class OutputSerializer(serializers.Serializer):
+        device_code = serializers.CharField()
+        user_code = serializers.CharField()
+        verification_url = serializers.URLField()
+        expires_in = serializers.IntegerField()
+        interval = serializers.IntegerField()
+
+    @extend_schema(
+        request=None,
+        responses={200: OutputSerializer},
+        summary="Start a CLI login (device flow): the CLI shows verification_url and polls /v1/auth/token",
+        tags=["auth"],
+    )
+    def post(self, request: Request) -> Response:
+        started = device_login_start()
+        query = urlencode({"code": started.user_code})
+        output = self.OutputSerializer(
+            {
+                "device_code": started.device_code,
+                "user_code": started.user_code,
+                "verification_url": f"{request.build_absolute_uri(reverse('cli-login'))}?{query}",
+                "expires_in": started.expires_in,
+                "interval": started.interval,
+            }
+        )
+        return Response(output.data)
+
+
+class DeviceLoginApproveApi(APIView):
+    permission_classes = [IsAuthenticated, IsClerkSession]
+
+    @extend_schema_serializer(component_name="DeviceLoginApproval")
+    class InputSerializer(serializers.Serializer):
+        user_code = serializers.CharField(max_length=64)
+
+    @extend_schema_serializer(component_name="DeviceLoginApproved")
+    class OutputSerializer(serializers.Serializer):
+        ok = serializers.BooleanField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            403: OpenApiResponse(
+                response={"$ref": "#/components/schemas/Error"},
+                description="`forbidden`: approve with a Clerk session token, not a CLI token.",
+            ),
+        },
+        summary="Approve a CLI login by its user code (Clerk session token only); unknown or expired: invalid_grant",
+        tags=["auth"],
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(self.InputSerializer, request.data)
+        device_login_approve(user_code=data["user_code"], user=request.user)  # type: ignore[arg-type]
+        return Response(self.OutputSerializer({"ok": True}).data)
+
+
+class DeviceLoginTokenApi(NoStoreMixin, APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [DeviceTokenRateThrottle]
+
+    @extend_schema_serializer(component_name="DeviceLoginTokenRequest")
+    class InputSerializer(serializers.Serializer):
+        device_code = serializers.CharField(max_length=128)
+
+    @extend_schema_serializer(component_name="DeviceLoginToken")
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        token_type = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+        user_id = serializers.CharField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        summary="Exchange an approved device code for a CLI token, once",
+        description=(
+            "400 codes: `authorization_pending` (keep polling), `slow_down` (polled faster than `interval`), "
+            "`expired_token` (start again), `invalid_grant` (unknown or already used), `invalid_field`."
+        ),
+        tags=["auth"],
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(self.InputSerializer, request.data)
+        issued = device_login_exchange(device_code=data["device_code"])
+        output = self.OutputSerializer(
+            {"token": issued.token, "token_type": "Bearer", "expires_at": issued.expires_at, "user_id": issued.user_id}
+        )
+        return Response(output.data)
+
+
+class LogoutApi(APIView):
+    @extend_schema(request=None, responses={204: None}, summary="Revoke the presented CLI token", tags=["auth"])
+    def post(self, request: Request) -> Response:
+        token = request.auth
+        jti = token.claims.get("jti") if token.kind == "cli" else None
+        if isinstance(jti, str):
+            cli_token_revoke(jti=jti)
+        # Also 204, revoking nothing:
+        # - a CLI token without a jti (the source minted them so): there is no record to revoke, and
+        #   SPEC §5 keeps such tokens valid until they expire;
+        # - a Clerk session token: the session is Clerk's, ended by signing out in the browser.
+        # Logging out is then as done as we can make it, and a client's logout never fails on it.
+        return Response(status=204)
+
+
+# --- the browser page -------------------------------------------------------------------------------
+
+
+def clerk_js_url(publishable_key: str) -> str | None:
+    """ClerkJS from the instance's own Frontend API, whose host the publishable key encodes
+    (`pk_test_` or `pk_live_` + base64 of `<host>$`); None when the key is missing or malformed."""
+    match = _PUBLISHABLE_KEY.fullmatch(publishable_key)
+    if match is None:
+        return None
+    encoded = match.group(1)
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    host = decoded.removesuffix("$")
+    if not _FRONTEND_API_HOST.fullmatch(host):
+        return None
+    return f"https://{host}/npm/@clerk/clerk-js@{CLERK_JS_MAJOR_VERSION}/dist/clerk.browser.js"
+
+
+@require_GET
+@never_cache
+def cli_login_page(request: HttpRequest) -> HttpResponse:
+    """Step 2: sign in with Clerk in the browser, then approve the code the terminal shows."""
+    raw_code = request.GET.get("code", "").strip()[:64]
+    normalized = user_code_normalize(raw_code)
+    user_code = user_code_format(normalized) if normalized else raw_code
+    context = {
+        "user_code": user_code,
+        "publishable_key": settings.CLERK_PUBLISHABLE_KEY,
+        "clerk_js_url": clerk_js_url(settings.CLERK_PUBLISHABLE_KEY),
+        "page_config": {"userCode": user_code, "approveUrl": reverse("device-login-approve")},
+    }
+    return render(request, "accounts/cli_login.html", context)
