@@ -1,10 +1,21 @@
-"""The CLI's account endpoints that report ingest's data (SPEC §5).
+"""The CLI's account endpoints that report or change ingest's data (SPEC §5).
 
 `/v1/me` lives here rather than in `accounts` because it lists Terra connections, which ingest
 owns: apps depend one way (ingest → accounts), so accounts cannot import them.
+
+Terra failures answer `upstream_unavailable` (SPEC §1): a timeout 504; Terra's 429 503 with its
+Retry-After when it gave one; unreachable, 5xx or an unreadable answer 502. Terra refusing a
+request (another 4xx) is 502 too: the caller's input was validated here, so a refusal means our
+credentials or configuration are wrong, which the caller cannot fix. Without Terra credentials
+the endpoints that need Terra answer 503.
 """
 
 from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -12,13 +23,47 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from amy.errors import ApiError, ErrorCode, NotFound, error_body
 from ingest.models import TerraConnection
+from ingest.services.terra_account import connect_session, connection_disconnect, connections_refresh_if_due
+from ingest.terra_client import TerraError, TerraNotConfigured, TerraRejected, TerraUnavailable
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_PATTERN = re.compile(r"[A-Z0-9_]{1,32}")
+REDIRECT_URL_MAX_LENGTH = 2048
+# http:// is allowed for these hosts only (a CLI listening on loopback for the redirect).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ConnectionSerializer(serializers.ModelSerializer):
     class Meta:
         model = TerraConnection
         fields = ["id", "terra_user_id", "provider", "status", "connected_at", "last_webhook_at"]
+
+
+def upstream_error_response(exc: TerraError, action: str) -> Response:
+    """The envelope for a Terra failure (see the module docstring for the mapping)."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, TerraNotConfigured):
+        status, message = 503, f"Cannot {action}: Terra is not configured on this server."
+    elif isinstance(exc, TerraUnavailable) and exc.timed_out:
+        status, message = 504, f"Cannot {action}: Terra did not answer in time."
+    elif isinstance(exc, TerraUnavailable) and exc.rate_limited:
+        status, message = 503, f"Cannot {action}: Terra is rate limiting us; try again later."
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(int(exc.retry_after))
+    elif isinstance(exc, TerraRejected):
+        status, message = 502, f"Cannot {action}: Terra refused the request."
+    else:
+        status, message = 502, f"Cannot {action}: Terra is unavailable."
+    # A refusal (TerraRejected) means our credentials or settings are wrong: worth an operator's look.
+    logger.warning("cannot %s: %s (%s)", action, exc, type(exc).__name__)
+    return Response(error_body(ErrorCode.UPSTREAM_UNAVAILABLE, message), status=status, headers=headers)
+
+
+def invalid_field(field: str, message: str) -> ApiError:
+    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field})
 
 
 class MeApi(APIView):
@@ -29,11 +74,77 @@ class MeApi(APIView):
 
     def get(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
+        stale = connections_refresh_if_due(user=user)
         connections = TerraConnection.objects.filter(user=user).order_by("connected_at", "id")
         return Response(
             {
                 "user": self.UserSerializer(user).data,
                 "connections": ConnectionSerializer(connections, many=True).data,
-                "connections_stale": False,
+                "connections_stale": stale,
             }
         )
+
+
+def _provider(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PROVIDER_PATTERN.fullmatch(value):
+        raise invalid_field("provider", "provider must be 1-32 uppercase letters, digits or underscores (e.g. OURA).")
+    return value
+
+
+def _redirect_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    message = "redirect_url must be an https URL (http only for localhost)."
+    if not isinstance(value, str) or len(value) > REDIRECT_URL_MAX_LENGTH or any(c.isspace() for c in value):
+        raise invalid_field("redirect_url", message)
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise invalid_field("redirect_url", message) from exc
+    if not hostname or not (parts.scheme == "https" or (parts.scheme == "http" and hostname in LOOPBACK_HOSTS)):
+        raise invalid_field("redirect_url", message)
+    return value
+
+
+class ConnectApi(APIView):
+    """`POST /v1/connect` (alias `/v1/sources/terra/connect`): a Terra Connect widget session."""
+
+    def post(self, request: Request) -> Response:
+        user: User = request.user  # type: ignore[assignment]
+        body = request.data
+        if not isinstance(body, dict):
+            raise ApiError("The body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
+        provider = _provider(body.get("provider"))
+        redirect_url = _redirect_url(body.get("redirect_url"))
+        try:
+            session = connect_session(user=user, provider=provider, redirect_url=redirect_url)
+        except TerraError as exc:
+            return upstream_error_response(exc, "start a connection")
+        return Response(session)
+
+
+def _erase_flag(value: str | None) -> bool:
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise invalid_field("erase", "erase must be true or false.")
+
+
+class ConnectionDeleteApi(APIView):
+    """`DELETE /v1/connections/<id>[?erase=true]`: deauthorize (and erase) one of the caller's connections."""
+
+    def delete(self, request: Request, connection_id: int) -> Response:
+        user: User = request.user  # type: ignore[assignment]
+        erase = _erase_flag(request.query_params.get("erase"))
+        try:
+            connection = connection_disconnect(user=user, connection_id=connection_id, erase=erase)
+        except TerraError as exc:
+            return upstream_error_response(exc, "disconnect at Terra")
+        if connection is None:
+            raise NotFound("No such connection.", code="connection_not_found")
+        return Response(ConnectionSerializer(connection).data)

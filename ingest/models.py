@@ -86,6 +86,44 @@ class RawEvent(models.Model):
         return f"raw_event {self.pk} ({self.event_type}, {self.state})"
 
 
+# Sync stamps (SPEC §5 `GET /v1/sync`, DESIGN "The sync cursor") ------------------------------------
+#
+# Every synced table has a `sync_stamp` column that a PostgreSQL trigger sets, on every insert and
+# every real update, to the id of the writing transaction; deletes are recorded in `sync_deletions`
+# by a trigger too (migration 0006), so every writer — the bulk upsert, the ORM, cascades — is
+# covered. The value any code assigns to the field is overwritten by the trigger.
+
+
+def _sync_stamp() -> models.BigIntegerField:
+    return models.BigIntegerField(null=True, blank=True, editable=False)
+
+
+def _sync_index(table: str) -> models.Index:
+    return models.Index(fields=["user", "sync_stamp", "id"], name=f"{table}_sync_idx")
+
+
+class SyncDeletion(models.Model):
+    """A tombstone: a synced row that was deleted (or moved to another user), written by a trigger.
+
+    `user_id` is the user whose mirror held the row; not a foreign key, so a tombstone can be
+    written while the user's rows are being deleted.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    table_name = models.CharField(max_length=64)
+    row_id = models.BigIntegerField()
+    user_id = models.CharField(max_length=255)
+    sync_stamp = models.BigIntegerField()
+    deleted_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "sync_deletions"
+        indexes = [models.Index(fields=["user_id", "table_name", "sync_stamp", "id"], name="sync_deletions_sync_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.table_name} {self.row_id} deleted"
+
+
 class ConnectionStatus(models.TextChoices):
     ACTIVE = "active"
     DEGRADED = "degraded"
@@ -110,8 +148,11 @@ class TerraConnection(models.Model):
     last_webhook_at = models.DateTimeField(null=True, blank=True)
     replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "terra_connections"
+        indexes = [_sync_index("terra_connections")]
 
     def __str__(self) -> str:
         return f"{self.provider} {self.terra_user_id} ({self.status})"
@@ -179,9 +220,12 @@ class DailySummary(TypedRow):
     activity_score = models.FloatField(null=True, blank=True)
     sleep_score = models.FloatField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "daily_summary"
         constraints = [_natural_key("daily_summary", "user", "provider", "date")]
+        indexes = [_sync_index("daily_summary")]
 
 
 class SleepSession(TypedRow):
@@ -211,9 +255,12 @@ class SleepSession(TypedRow):
     readiness = models.FloatField(null=True, blank=True)
     sleep_score = models.FloatField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "sleep_sessions"
         constraints = [_natural_key("sleep_sessions", "user", "provider", "summary_id")]
+        indexes = [_sync_index("sleep_sessions")]
 
 
 class Activity(TypedRow):
@@ -241,10 +288,13 @@ class Activity(TypedRow):
     vo2max_ml_per_min_per_kg = models.FloatField(null=True, blank=True)
     device_name = models.TextField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "activities"
         verbose_name_plural = "activities"
         constraints = [_natural_key("activities", "user", "provider", "summary_id")]
+        indexes = [_sync_index("activities")]
 
 
 class BodyMeasurement(TypedRow):
@@ -255,9 +305,12 @@ class BodyMeasurement(TypedRow):
     value = models.FloatField(null=True, blank=True)
     unit = models.CharField(max_length=16)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "body_measurements"
         constraints = [_natural_key("body_measurements", "user", "provider", "measured_at", "metric")]
+        indexes = [_sync_index("body_measurements")]
 
 
 class NutritionDaily(TypedRow):
@@ -272,10 +325,13 @@ class NutritionDaily(TypedRow):
     sugar_g = models.FloatField(null=True, blank=True)
     water_ml = models.FloatField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "nutrition_daily"
         verbose_name_plural = "nutrition daily"
         constraints = [_natural_key("nutrition_daily", "user", "provider", "date")]
+        indexes = [_sync_index("nutrition_daily")]
 
 
 class MenstruationDay(TypedRow):
@@ -288,9 +344,12 @@ class MenstruationDay(TypedRow):
     cycle_length_days = models.IntegerField(null=True, blank=True)
     phase = models.IntegerField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "menstruation_days"
         constraints = [_natural_key("menstruation_days", "user", "provider", "date")]
+        indexes = [_sync_index("menstruation_days")]
 
 
 class Athlete(TypedRow):
@@ -332,8 +391,11 @@ class LabUpload(models.Model):
     parsed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "lab_uploads"
+        indexes = [_sync_index("lab_uploads")]
 
     def __str__(self) -> str:
         return f"lab upload {self.pk} ({self.status})"
@@ -355,9 +417,12 @@ class Biomarker(TypedRow):
     flag = models.CharField(max_length=16, null=True, blank=True)
     collected_at = models.DateTimeField(null=True, blank=True)
 
+    sync_stamp = _sync_stamp()
+
     class Meta:
         db_table = "biomarkers"
         constraints = [_natural_key("biomarkers", "user", "lab_upload", "code")]
+        indexes = [_sync_index("biomarkers")]
 
 
 # The codes biomarkers_wide has a column for (SPEC §4); the view's migration reads this list.

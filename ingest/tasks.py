@@ -11,6 +11,7 @@ from amy.request_context import current_request_id
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
 from ingest.services.processing import ProcessStatus, raw_event_process
+from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_recent
 from ingest.terra_client import TerraRejected, TerraUnavailable
 
 logger = logging.getLogger(__name__)
@@ -63,3 +64,14 @@ def connection_backfill_task(self: Task, connection_id: int, days: int) -> None:
         connection_backfill(connection_id=connection_id, days=days)
     except TerraRejected as exc:
         logger.warning("Terra refused the backfill of connection %d: %s", connection_id, exc)
+
+
+@shared_task(
+    name="ingest.reconcile_recent",
+    # The run stops starting connections after its own budget; these limits only catch a hang.
+    soft_time_limit=RECONCILE_TIME_BUDGET_SECONDS + 120,
+    time_limit=RECONCILE_TIME_BUDGET_SECONDS + 180,
+)
+def reconcile_recent_task() -> dict[str, int | str]:
+    """Nightly (Beat, 03:00 UTC, queue `amy`): ask Terra to re-send the last week of every connection."""
+    return reconcile_recent().as_dict()

@@ -1,4 +1,16 @@
-"""A stand-in for Terra's REST API, served over real HTTP on loopback, recording every request."""
+"""A stand-in for Terra's REST API, served over real HTTP on loopback, recording every request.
+
+Defaults (what every test gets unless it changes them): any GET answers `status` (200) with
+`{"status": "success", "type": <last path segment>}`; POST /auth/generateWidgetSession answers a
+widget session; DELETE /auth/deauthenticateUser and any other POST/DELETE answer
+`{"status": "success"}`. Tests may set, and `reset()` restores:
+- `status` / `delay`: for every request;
+- `path_status` / `path_delay`: by path (as recorded, e.g. "/v2/userInfo"), over the above;
+- `user_status`: by the `user_id` query parameter, over all the above;
+- `headers`: extra response headers (e.g. Retry-After);
+- `user_info`: the JSON answer of GET /userInfo (None keeps the generic GET answer);
+- `widget_session`: the JSON answer of POST /auth/generateWidgetSession.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+DEFAULT_WIDGET_SESSION = {
+    "status": "success",
+    "session_id": "fake-session-1",
+    "url": "https://widget.tryterra.co/session/fake-session-1",
+    "expires_in": 900,
+}
 
 
 @dataclass
@@ -16,6 +36,11 @@ class RecordedRequest:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
 
 
 @dataclass
@@ -23,6 +48,12 @@ class FakeTerra:
     requests: list[RecordedRequest] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
+    path_status: dict[str, int] = field(default_factory=dict)
+    path_delay: dict[str, float] = field(default_factory=dict)
+    user_status: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    user_info: Any = None
+    widget_session: Any = field(default_factory=lambda: dict(DEFAULT_WIDGET_SESSION))
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -30,29 +61,74 @@ class FakeTerra:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}/v2"
 
+    def reset(self) -> None:
+        """Forget requests and restore every default behaviour."""
+        self.requests.clear()
+        self.status, self.delay = 200, 0.0
+        self.path_status, self.path_delay, self.user_status, self.headers = {}, {}, {}, {}
+        self.user_info = None
+        self.widget_session = dict(DEFAULT_WIDGET_SESSION)
+
+    def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
+
+    def _answer(self, request: RecordedRequest) -> tuple[int, float, Any]:
+        user_id = (request.query.get("user_id") or [""])[0]
+        status = self.user_status.get(user_id, self.path_status.get(request.path, self.status))
+        delay = self.path_delay.get(request.path, self.delay)
+        if request.method == "GET" and request.path.endswith("/userInfo") and self.user_info is not None:
+            body = self.user_info
+        elif request.method == "GET":
+            body = {"status": "success", "type": request.path.rsplit("/", 1)[-1]}
+        elif request.method == "POST" and request.path.endswith("/auth/generateWidgetSession"):
+            body = self.widget_session
+        else:
+            body = {"status": "success"}
+        return status, delay, body
+
     def start(self) -> None:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def _handle(self, method: str) -> None:
                 parts = urlsplit(self.path)
-                fake.requests.append(
-                    RecordedRequest(
-                        "GET", parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}
-                    )
+                length = int(self.headers.get("content-length") or 0)
+                request = RecordedRequest(
+                    method,
+                    parts.path,
+                    parse_qs(parts.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length) if length else b"",
                 )
-                time.sleep(fake.delay)
-                body = json.dumps({"status": "success", "type": parts.path.rsplit("/", 1)[-1]}).encode()
-                self.send_response(fake.status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                fake.requests.append(request)
+                status, delay, answer = fake._answer(request)
+                time.sleep(delay)
+                body = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    for name, value in fake.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
