@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from admin_ops.views import healthz
 from amy.exception_handler import not_found
-from ingest.api_views import MeApi
+from ingest.api_views import ConnectApi, ConnectionDeleteApi, MeApi
 from ingest.views import TerraWebhookView
 
 webhook = TerraWebhookView.as_view()
@@ -21,6 +21,9 @@ urlpatterns = [
     ),
     path("console/", admin.site.urls),
     path("v1/me", MeApi.as_view()),
+    path("v1/connect", ConnectApi.as_view()),
+    path("v1/sources/terra/connect", ConnectApi.as_view()),
+    path("v1/connections/<int:connection_id>", ConnectionDeleteApi.as_view()),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),

@@ -17,6 +17,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,10 +38,24 @@ REDIRECT_URL_MAX_LENGTH = 2048
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+@extend_schema_serializer(component_name="Connection")
 class ConnectionSerializer(serializers.ModelSerializer):
     class Meta:
         model = TerraConnection
         fields = ["id", "terra_user_id", "provider", "status", "connected_at", "last_webhook_at"]
+
+
+def _upstream_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    descriptions = {
+        502: "`upstream_unavailable`: Terra is unreachable, failed (5xx) or refused our request.",
+        503: "`upstream_unavailable`: Terra is rate limiting us (with `Retry-After` when Terra gave one) "
+        "or Terra is not configured on this server; `unavailable`: our database is not answering.",
+        504: "`upstream_unavailable`: Terra did not answer in time.",
+    }
+    return {
+        status: OpenApiResponse(response={"$ref": "#/components/schemas/Error"}, description=descriptions[status])
+        for status in statuses
+    }
 
 
 def upstream_error_response(exc: TerraError, action: str) -> Response:
@@ -66,19 +82,34 @@ def invalid_field(field: str, message: str) -> ApiError:
     return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field})
 
 
-class MeApi(APIView):
-    class UserSerializer(serializers.ModelSerializer):
-        class Meta:
-            model = User
-            fields = ["id", "email", "created_at"]
+@extend_schema_serializer(component_name="MeUser")
+class MeUserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "created_at"]
 
+
+class MeApi(APIView):
+    @extend_schema_serializer(component_name="Me")
+    class OutputSerializer(serializers.Serializer):
+        user = MeUserSerializer()
+        connections = ConnectionSerializer(many=True)
+        connections_stale = serializers.BooleanField(
+            help_text="True when a refresh from Terra was due and failed: the connections are what is stored."
+        )
+
+    @extend_schema(
+        responses={200: OutputSerializer},
+        summary="The caller and their Terra connections (refreshed from Terra at most every 5 minutes)",
+        tags=["account"],
+    )
     def get(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
         stale = connections_refresh_if_due(user=user)
         connections = TerraConnection.objects.filter(user=user).order_by("connected_at", "id")
         return Response(
             {
-                "user": self.UserSerializer(user).data,
+                "user": MeUserSerializer(user).data,
                 "connections": ConnectionSerializer(connections, many=True).data,
                 "connections_stale": stale,
             }
@@ -113,6 +144,31 @@ def _redirect_url(value: Any) -> str | None:
 class ConnectApi(APIView):
     """`POST /v1/connect` (alias `/v1/sources/terra/connect`): a Terra Connect widget session."""
 
+    # For the schema only: the body is validated by _provider and _redirect_url (invalid_field).
+    @extend_schema_serializer(component_name="ConnectRequest")
+    class InputSerializer(serializers.Serializer):
+        provider = serializers.RegexField(
+            r"^[A-Z0-9_]{1,32}$", required=False, allow_null=True, help_text="Terra's provider name, e.g. OURA."
+        )
+        redirect_url = serializers.URLField(
+            max_length=REDIRECT_URL_MAX_LENGTH,
+            required=False,
+            allow_null=True,
+            help_text="Where the widget sends the browser afterwards: https, or http for localhost only.",
+        )
+
+    @extend_schema_serializer(component_name="ConnectSession")
+    class OutputSerializer(serializers.Serializer):
+        widget_url = serializers.URLField()
+        session_id = serializers.CharField()
+        expires_in = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, **_upstream_responses(502, 503, 504)},
+        summary="Start connecting a wearable: a Terra Connect widget session for the caller",
+        tags=["connections"],
+    )
     def post(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
         body = request.data
@@ -138,6 +194,19 @@ def _erase_flag(value: str | None) -> bool:
 class ConnectionDeleteApi(APIView):
     """`DELETE /v1/connections/<id>[?erase=true]`: deauthorize (and erase) one of the caller's connections."""
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "erase",
+                OpenApiTypes.STR,
+                enum=["true", "false"],
+                description="true also deletes the connection's data and redacts its ledger payloads.",
+            )
+        ],
+        responses={200: ConnectionSerializer, **_upstream_responses(502, 503, 504)},
+        summary="Disconnect a wearable: deauthorize at Terra, mark `deauthorized`, optionally erase its data",
+        tags=["connections"],
+    )
     def delete(self, request: Request, connection_id: int) -> Response:
         user: User = request.user  # type: ignore[assignment]
         erase = _erase_flag(request.query_params.get("erase"))
