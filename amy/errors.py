@@ -28,7 +28,7 @@ class ErrorCode(StrEnum):
     # CLI login (SPEC §5) and idempotency (SPEC §1)
     AUTHORIZATION_PENDING = "authorization_pending"
     SLOW_DOWN = "slow_down"
-    EXPIRED_TOKEN = "expired_token"
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105 - an error code, not a secret
     INVALID_GRANT = "invalid_grant"
     IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from admin_ops.views import healthz
 from amy.exception_handler import not_found
 from ingest.api_views import ConnectApi, ConnectionDeleteApi, MeApi
+from ingest.sync_views import SyncApi
 from ingest.views import TerraWebhookView
 
 webhook = TerraWebhookView.as_view()
@@ -24,6 +25,7 @@ urlpatterns = [
     path("v1/connect", ConnectApi.as_view()),
     path("v1/sources/terra/connect", ConnectApi.as_view()),
     path("v1/connections/<int:connection_id>", ConnectionDeleteApi.as_view()),
+    path("v1/sync", SyncApi.as_view()),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),

@@ -166,6 +166,18 @@ class TypedRow(models.Model):
     the writer upserts on it (ingest/services/typed_rows.py)."""
 
     NATURAL_KEY: tuple[str, ...] = ()
+    # Filled by the writer or the database, never by a parser.
+    SHARED_FIELDS = (
+        "id",
+        "user",
+        "provider",
+        "terra_user_id",
+        "raw_event",
+        "ordering_ts",
+        "created_at",
+        "updated_at",
+        "sync_stamp",
+    )
     # Filled from data_enrichment: a null in a later copy never replaces a stored value.
     MERGED_FIELDS: tuple[str, ...] = ()
 
@@ -182,6 +194,11 @@ class TypedRow(models.Model):
 
     def __str__(self) -> str:
         return f"{self._meta.db_table} {self.pk}"
+
+    @classmethod
+    def parsed_fields(cls) -> list[str]:
+        """The fields a parser fills for this table."""
+        return [field.name for field in cls._meta.concrete_fields if field.name not in cls.SHARED_FIELDS]
 
 
 def _natural_key(table: str, *fields: str) -> models.UniqueConstraint:

@@ -15,7 +15,7 @@ from accounts.models import User
 from ingest.errors import BadData
 from ingest.models import INACTIVE_CONNECTION_STATUSES, TerraConnection
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, ParsedRows, parked, processed, skipped
-from ingest.services.connections import connection_appear, connection_touch, publish_later, terra_user_lock
+from ingest.services.connections import connection_appear, connection_touch_later, publish_later, terra_user_lock
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -30,19 +30,33 @@ class Owner:
     after_commit: tuple[Callable[[], None], ...] = ()
 
 
+def _connection_for_share(terra_user_id: str) -> TerraConnection | None:
+    # FOR SHARE until this event's rows commit: a disconnect-with-erase (which updates the row)
+    # waits for events in flight and then deletes their rows too, and events after it see the
+    # connection deauthorized. Events of one connection still run side by side.
+    return next(
+        iter(
+            TerraConnection.objects.raw(
+                "SELECT * FROM terra_connections WHERE terra_user_id = %s FOR SHARE", [terra_user_id]
+            )
+        ),
+        None,
+    )
+
+
 def resolve_owner(context: EventContext) -> Owner | Outcome:
     """The user whose rows these are, or the outcome when there is none to write for (SPEC §3)."""
     if context.user_id:
         return Owner(context.user_id, context.provider)
     if not context.terra_user_id:
         raise BadData("user.user_id is missing")
-    connection = TerraConnection.objects.filter(terra_user_id=context.terra_user_id).first()
+    connection = _connection_for_share(context.terra_user_id)
     after_commit: tuple[Callable[[], None], ...] = ()
     if connection is None:
         # Look again under the lock a new connection takes to un-park: either it sees our park,
         # or we see it (ingest/services/connections.py).
         terra_user_lock(context.terra_user_id)
-        connection = TerraConnection.objects.filter(terra_user_id=context.terra_user_id).first()
+        connection = _connection_for_share(context.terra_user_id)
     if connection is None:
         # user.reference_id is the id we gave Terra when the user connected: a known user's data
         # may arrive before its auth event.
@@ -53,9 +67,11 @@ def resolve_owner(context: EventContext) -> Owner | Outcome:
         )
         if unparked:
             after_commit = (publish_later(unparked, context.request_id),)
-    connection_touch(connection)
     if connection.status in INACTIVE_CONNECTION_STATUSES:
         return skipped("connection_inactive", user_id=connection.user_id)
+    touch = connection_touch_later(connection)
+    if touch is not None:
+        after_commit = (*after_commit, touch)
     return Owner(connection.user_id, context.provider or connection.provider, after_commit)
 
 

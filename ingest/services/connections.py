@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -81,12 +82,20 @@ def connection_set_status(*, connection: TerraConnection, status: ConnectionStat
 _TOUCH_EVERY = timedelta(seconds=60)
 
 
-def connection_touch(connection: TerraConnection) -> None:
-    """Record that the connection is sending, at most once a minute."""
+def connection_touch_later(connection: TerraConnection) -> Callable[[], None] | None:
+    """Record that the connection is sending, at most once a minute, after the commit.
+
+    After, not inside: the event's transaction holds the connection row FOR SHARE, and two events
+    upgrading their share locks to write it would deadlock each other.
+    """
     now = timezone.now()
-    if connection.last_webhook_at is None or now - connection.last_webhook_at > _TOUCH_EVERY:
-        TerraConnection.objects.filter(pk=connection.pk).update(last_webhook_at=now)
-        connection.last_webhook_at = now
+    if connection.last_webhook_at is not None and now - connection.last_webhook_at <= _TOUCH_EVERY:
+        return None
+
+    def touch() -> None:
+        TerraConnection.objects.filter(pk=connection.pk).update(last_webhook_at=Now())
+
+    return touch
 
 
 def raw_events_unpark(*, terra_user_id: str) -> list[int]:

@@ -13,8 +13,7 @@ from ingest.models import Athlete
 from ingest.normalizers.athlete import parse
 from tests.terra import sample
 
-SHARED = {"id", "user", "provider", "terra_user_id", "raw_event", "ordering_ts", "created_at", "updated_at"}
-COLUMNS = {field.name for field in Athlete._meta.concrete_fields if field.name not in SHARED}
+COLUMNS = set(Athlete.parsed_fields())
 
 
 def load(name: str) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from ingest.models import BodyMeasurement
 from ingest.normalizers.body import parse
 from tests.terra import sample
 
-SHARED = {"id", "user", "provider", "terra_user_id", "raw_event", "ordering_ts", "created_at", "updated_at"}
-COLUMNS = {field.name for field in BodyMeasurement._meta.concrete_fields if field.name not in SHARED}
+COLUMNS = set(BodyMeasurement.parsed_fields())
 
 
 def load(name: str) -> dict[str, Any]:

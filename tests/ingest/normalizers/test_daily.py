@@ -14,8 +14,7 @@ from ingest.models import DailySummary
 from ingest.normalizers.daily import parse
 from tests.terra import sample
 
-SHARED = {"id", "user", "provider", "terra_user_id", "raw_event", "ordering_ts", "created_at", "updated_at"}
-COLUMNS = [field.name for field in DailySummary._meta.concrete_fields if field.name not in SHARED]
+COLUMNS = DailySummary.parsed_fields()
 
 
 def load(name: str) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from ingest.models import NutritionDaily
 from ingest.normalizers.nutrition import parse
 from tests.terra import sample
 
-SHARED = {"id", "user", "provider", "terra_user_id", "raw_event", "ordering_ts", "created_at", "updated_at"}
-COLUMNS = [field.name for field in NutritionDaily._meta.concrete_fields if field.name not in SHARED]
+COLUMNS = NutritionDaily.parsed_fields()
 
 
 def load() -> dict[str, Any]:

@@ -14,8 +14,7 @@ from ingest.models import SleepSession
 from ingest.normalizers.sleep import parse
 from tests.terra import sample
 
-SHARED = {"id", "user", "provider", "terra_user_id", "raw_event", "ordering_ts", "created_at", "updated_at"}
-COLUMNS = [field.name for field in SleepSession._meta.concrete_fields if field.name not in SHARED]
+COLUMNS = SleepSession.parsed_fields()
 
 
 def load() -> dict[str, Any]:
