@@ -7,6 +7,7 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from amy.errors import ErrorCode, error_response
 from amy.http import allow_methods
@@ -14,6 +15,7 @@ from amy.http import allow_methods
 logger = logging.getLogger(__name__)
 
 
+@csrf_exempt
 @allow_methods("GET", "HEAD")
 def healthz(request: HttpRequest) -> JsonResponse:
     try:

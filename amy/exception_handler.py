@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -46,8 +47,14 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return None
 
 
+@csrf_exempt  # the catch-all answers every method, and a 404 needs no CSRF token
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return error_response(ErrorCode.NOT_FOUND, "No such path.", 404)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    # Only the session-authenticated console uses CSRF; the API and the webhook are exempt.
+    return error_response(ErrorCode.FORBIDDEN, "CSRF verification failed.", 403)
 
 
 def server_error(request: HttpRequest) -> JsonResponse:

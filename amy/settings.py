@@ -98,6 +98,7 @@ TEMPLATES = [
 # The webhook reads its own capped stream; APPEND_SLASH would turn a POST to a slash-less alias
 # into a redirect that Terra does not follow.
 APPEND_SLASH = False
+CSRF_FAILURE_VIEW = "amy.exception_handler.csrf_failure"
 
 # DATABASES
 # ------------------------------------------------------------------------------

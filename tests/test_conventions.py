@@ -79,3 +79,16 @@ def test_healthz_answers_503_in_the_envelope_when_the_database_does_not(client: 
     # then
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("delete", "/v1/connections/null", 404), ("post", "/nope", 404), ("post", "/healthz", 405), ("put", "/", 405)],
+)
+def test_unsafe_methods_get_the_envelope_even_with_csrf_checks_on(method: str, path: str, status: int) -> None:
+    # The browser-less clients of these paths never carry a CSRF token.
+    client = Client(enforce_csrf_checks=True)
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response["content-type"] == "application/json"
+    assert response.json()["error"]["request_id"] == response["x-amy-request-id"]
