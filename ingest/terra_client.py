@@ -189,3 +189,38 @@ class TerraClient:
                 return False
             raise
         return True
+
+    def subscriptions(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every Terra user subscribed to our developer id (`GET /subscriptions`), all pages."""
+        users: list[dict[str, Any]] = []
+        page = 0
+        while True:
+            body = self._request("GET", "/subscriptions", params={"page": page, "per_page": 500}, timeout=timeout)
+            data = body.get("data")
+            results = data.get("results") if isinstance(data, dict) else body.get("users")
+            if not isinstance(results, list):
+                raise TerraUnavailable("Terra GET /subscriptions answered an unexpected shape", status=200)
+            users.extend(user for user in results if isinstance(user, dict))
+            max_page = data.get("max_page") if isinstance(data, dict) else None
+            if not isinstance(max_page, int) or page >= max_page or not results:
+                return users
+            page += 1
+
+    def submit_lab_report(
+        self, *, reference_id: str, filename: str, content: bytes, content_type: str, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a lab report file for parsing (`POST /lab-reports`, multipart `file`) → `{upload_id, ...}`.
+
+        The parsed biomarkers arrive later through the webhook as a lab report.
+        """
+        body = self._request(
+            "POST",
+            "/lab-reports",
+            params={"reference_id": reference_id},
+            files={"file": (filename, content, content_type)},
+            timeout=timeout,
+        )
+        upload_id = body.get("upload_id")
+        if not isinstance(upload_id, str | int) or isinstance(upload_id, bool) or not str(upload_id):
+            raise TerraUnavailable("Terra POST /lab-reports answered without an upload_id", status=200)
+        return {**body, "upload_id": str(upload_id)}

@@ -78,10 +78,16 @@ class FakeTerra:
         delay = self.path_delay.get(request.path, self.delay)
         if request.method == "GET" and request.path.endswith("/userInfo") and self.user_info is not None:
             body = self.user_info
+        elif request.method == "GET" and request.path.endswith("/subscriptions"):
+            page = int((request.query.get("page") or ["0"])[0])
+            users = [{"user_id": f"t{n}", "provider": "GARMIN"} for n in range(page * 2, page * 2 + 2)]
+            body = {"data": {"next": page + 1 if page < 1 else None, "max_page": 1, "results": users}}
         elif request.method == "GET":
             body = {"status": "success", "type": request.path.rsplit("/", 1)[-1]}
         elif request.method == "POST" and request.path.endswith("/auth/generateWidgetSession"):
             body = self.widget_session
+        elif request.method == "POST" and request.path.endswith("/lab-reports"):
+            body = {"upload_id": f"upl_{len(self.requests)}", "current_status": "processing"}
         else:
             body = {"status": "success"}
         return status, delay, body

@@ -104,3 +104,23 @@ def test_without_terra_credentials_nothing_is_sent(terra: FakeTerra, settings) -
     connection = TerraConnection.objects.create(user=User.objects.create(id="u1"), terra_user_id="t1")
     assert connection_backfill(connection_id=connection.pk, days=28, client=client(terra)) == []
     assert terra.requests == []
+
+
+def test_subscriptions_reads_every_page(terra: FakeTerra) -> None:
+    with client(terra) as terra_client:
+        users = terra_client.subscriptions()
+    assert [u["user_id"] for u in users] == ["t0", "t1", "t2", "t3"]
+    assert [r.query["page"] for r in terra.requests] == [["0"], ["1"]]
+
+
+def test_a_lab_report_is_submitted_as_multipart_with_our_reference(terra: FakeTerra) -> None:
+    with client(terra) as terra_client:
+        answer = terra_client.submit_lab_report(
+            reference_id="u1", filename="report.pdf", content=b"%PDF-1.7 test", content_type="application/pdf"
+        )
+    (request,) = terra.requests
+    assert (request.method, request.path, request.query) == ("POST", "/v2/lab-reports", {"reference_id": ["u1"]})
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    assert b'name="file"; filename="report.pdf"' in request.body
+    assert b"%PDF-1.7 test" in request.body
+    assert answer["upload_id"].startswith("upl_")
