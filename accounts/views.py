@@ -16,13 +16,11 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
-from redis.exceptions import RedisError
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from accounts.device_login import (
@@ -32,6 +30,7 @@ from accounts.device_login import (
     user_code_format,
     user_code_normalize,
 )
+from accounts.throttles import DeviceStartRateThrottle, DeviceTokenRateThrottle
 from accounts.tokens import cli_token_revoke
 from amy.errors import ApiError, ErrorCode
 
@@ -43,42 +42,6 @@ _FRONTEND_API_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[
 
 
 # --- rate limits ------------------------------------------------------------------------------------
-
-
-class AuthRateThrottle(SimpleRateThrottle):
-    """SPEC §1: per client IP, AMY_AUTH_RATE_PER_MINUTE (30) requests a minute on one endpoint.
-
-    The rate is read per request rather than fixed at import, so a settings change applies.
-    """
-
-    def get_rate(self) -> str:
-        return f"{getattr(settings, 'AMY_AUTH_RATE_PER_MINUTE', 30)}/min"
-
-    def get_ident(self, request: Request) -> str:
-        if api_settings.NUM_PROXIES is None:
-            # DRF would then key on X-Forwarded-For as the client sent it, and a client that
-            # varies it would never be limited. Behind a proxy, set NUM_PROXIES.
-            return request.META.get("REMOTE_ADDR") or "unknown"
-        return str(super().get_ident(request))
-
-    def get_cache_key(self, request: Request, view: APIView) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-    def allow_request(self, request: Request, view: APIView) -> bool:
-        try:
-            return bool(super().allow_request(request, view))
-        except RedisError as exc:
-            # The limit protects, it does not decide: a Redis outage must not stop logins.
-            logger.warning("auth rate limit skipped, cache unavailable: %s", type(exc).__name__)
-            return True
-
-
-class DeviceStartRateThrottle(AuthRateThrottle):
-    scope = "auth_device"
-
-
-class DeviceTokenRateThrottle(AuthRateThrottle):
-    scope = "auth_token"
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_CLI_TOKEN_DAYS = 30
 AMY_IDEMPOTENCY_SECONDS = 24 * 3600
 AMY_AUTH_RATE_PER_MINUTE = env.int("AMY_AUTH_RATE_PER_MINUTE", default=30)
+AMY_USER_RATE_PER_MINUTE = env.int("AMY_USER_RATE_PER_MINUTE", default=600)
 CLERK_JWKS_URL = env.str("CLERK_JWKS_URL", default="")
 CLERK_ISSUER = env.str("CLERK_ISSUER", default="")
 CLERK_AUTHORIZED_PARTIES = env.list("CLERK_AUTHORIZED_PARTIES", default=[])
@@ -245,6 +246,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttles.ApiUserRateThrottle"],
     # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client IP that rate
     # limits key on; unset, REMOTE_ADDR is used (a client-sent header is never trusted).
     "NUM_PROXIES": env.int("AMY_NUM_PROXIES", default=None),

@@ -208,3 +208,14 @@ def test_cached_keys_keep_working_while_the_jwks_is_down(client: Client, fake_cl
 def test_clerk_tokens_are_refused_when_clerk_is_not_configured(client: Client, fake_clerk: FakeClerk, settings) -> None:
     settings.CLERK_JWKS_URL = ""
     assert_401(me(client, fake_clerk.token()), "invalid_token")
+
+
+def test_a_user_over_the_per_minute_limit_gets_429_with_retry_after(client: Client, settings) -> None:
+    from django.core.cache import cache
+
+    settings.AMY_USER_RATE_PER_MINUTE = 3
+    token = cli_token_issue(user=User.objects.create(id="user_busy")).token
+    cache.delete("throttle_user_user_busy")
+    statuses = [me(client, token).status_code for _ in range(4)]
+    cache.delete("throttle_user_user_busy")
+    assert statuses == [200, 200, 200, 429]

@@ -20,8 +20,8 @@ from django.utils import timezone
 
 import accounts.device_login
 from accounts.models import CliToken, DeviceLogin, User
+from accounts.throttles import DeviceStartRateThrottle, DeviceTokenRateThrottle
 from accounts.tokens import cli_token_issue
-from accounts.views import DeviceStartRateThrottle, DeviceTokenRateThrottle
 from tests.fake_clerk import FakeClerk
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("accounts.urls")]
