@@ -194,6 +194,44 @@ CLERK_LEEWAY_SECONDS = 5
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 AMY_ERRORS_DOCS_URL = env.str("AMY_ERRORS_DOCS_URL", default="https://api.amy.health/docs/errors")
 
+# FILE STORAGE (lab reports, imports)
+# ------------------------------------------------------------------------------
+# https://django-storages.readthedocs.io/en/latest/backends/amazon-S3.html
+# With AMY_LAB_BUCKET set, uploads go to that S3-compatible bucket (AWS S3, R2, MinIO, ...);
+# unset, to local disk under AMY_FILES_ROOT.
+AMY_LAB_BUCKET = env.str("AMY_LAB_BUCKET", default="")
+AMY_FILES_ROOT = env.str("AMY_FILES_ROOT", default=str(BASE_DIR / "var" / "files"))
+AMY_LAB_MAX_BYTES = 10 * 1024 * 1024
+AMY_IMPORT_MAX_BYTES = 50 * 1024 * 1024
+if AMY_LAB_BUCKET:
+    _sse = env.str("AWS_S3_SERVER_SIDE_ENCRYPTION", default="AES256")
+    UPLOADS_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AMY_LAB_BUCKET,
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="") or None,
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+            "querystring_expire": 300,  # pre-signed download links live five minutes
+            "object_parameters": {"ServerSideEncryption": _sse} if _sse else {},
+        },
+    }
+else:
+    UPLOADS_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": AMY_FILES_ROOT},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "uploads": UPLOADS_STORAGE,
+}
+
 # CELERY
 # ------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html ; the reasons for each value

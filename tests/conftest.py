@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,3 +97,52 @@ def fake_clerk(fake_clerk_server: FakeClerk, settings: Any) -> Iterator[FakeCler
     jwks.clear()
     yield fake_clerk_server
     jwks.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto's server mode) over HTTP on loopback; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_BUCKET = "amy-lab-reports-test"
+
+
+@pytest.fixture
+def s3_storage(s3_server: str, settings: Any) -> Iterator[str]:
+    """The `uploads` storage pointed at the S3 server (a fresh, empty bucket); the bucket name."""
+    import boto3
+
+    options = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": s3_server,
+        "region_name": "us-east-1",
+        "access_key": "test",
+        "secret_key": "test",
+        "addressing_style": "path",
+        "default_acl": None,
+        "file_overwrite": False,
+        "querystring_auth": True,
+        "querystring_expire": 300,
+        "object_parameters": {"ServerSideEncryption": "AES256"},
+    }
+    client = boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+    client.create_bucket(Bucket=S3_BUCKET)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "uploads": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+    }
+    yield S3_BUCKET
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=S3_BUCKET)
