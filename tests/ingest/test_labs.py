@@ -10,14 +10,13 @@ import pytest
 from django.db import IntegrityError
 
 from accounts.models import User
-from ingest.classify import classify
 from ingest.errors import BadData
 from ingest.models import Biomarker, BiomarkersWide, LabUpload, LabUploadStatus, RawEvent, RawEventState
 from ingest.normalizers.labs import parse_biomarkers
 from ingest.services import connections
 from ingest.services.labs import lab_upload_set_terra_id
 from ingest.services.processing import ProcessStatus, raw_event_process
-from ingest.services.webhook import dedup_key_for, raw_event_insert
+from tests.ledger import process, store
 from tests.terra import body_of, sample
 
 pytestmark = pytest.mark.django_db
@@ -318,23 +317,6 @@ def test_a_wrong_structure_is_bad_data_naming_the_field(payload: dict[str, Any],
 
 
 # Through the worker -------------------------------------------------------------------------------
-
-
-def store(body: bytes) -> RawEvent:
-    raw_event_id = raw_event_insert(
-        body_text=body.decode(),
-        dedup_key=dedup_key_for(body),
-        classification=classify(json.loads(body)),
-        request_id="req_test",
-    )
-    assert raw_event_id is not None
-    return RawEvent.objects.get(pk=raw_event_id)
-
-
-def process(raw_event: RawEvent) -> RawEvent:
-    raw_event_process(raw_event_id=raw_event.pk)
-    raw_event.refresh_from_db()
-    return raw_event
 
 
 def replay(raw_event: RawEvent) -> RawEvent:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from ingest.classify import classify
 from ingest.models import (
     Activity,
     Athlete,
@@ -23,7 +22,7 @@ from ingest.models import (
     TerraConnection,
 )
 from ingest.services.processing import ProcessStatus, raw_event_process
-from ingest.services.webhook import DeliveryHeaders, dedup_key_for, raw_event_insert
+from tests.ledger import deliver
 from tests.terra import body_of, sample
 
 pytestmark = pytest.mark.django_db
@@ -44,19 +43,6 @@ def connected() -> User:
     for terra_user_id, provider in TERRA_USERS.items():
         TerraConnection.objects.create(user=user, terra_user_id=terra_user_id, provider=provider)
     return user
-
-
-def deliver(body: bytes, ordering_ts: int | None = None) -> RawEvent:
-    raw_event_id = raw_event_insert(
-        body_text=body.decode(),
-        dedup_key=dedup_key_for(body),
-        classification=classify(json.loads(body)),
-        request_id="r",
-        headers=DeliveryHeaders(ordering_ts=ordering_ts),
-    )
-    assert raw_event_id is not None
-    raw_event_process(raw_event_id=raw_event_id)
-    return RawEvent.objects.get(pk=raw_event_id)
 
 
 def daily_with_steps(steps: Any) -> bytes:

@@ -8,34 +8,15 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import User
-from ingest.classify import classify
 from ingest.models import ConnectionStatus, RawEvent, RawEventState, TerraConnection
 from ingest.services.processing import ProcessStatus, raw_event_claim, raw_event_process, retry_countdown
-from ingest.services.webhook import dedup_key_for, raw_event_insert
+from tests.ledger import process, store
 from tests.terra import body_of, sample
 
 pytestmark = pytest.mark.django_db
 
 OURA_TERRA_USER = "7c0d2f1e-3b8a-4e5d-9f60-1a2b3c4d5e6f"
 OUR_USER = "user_2pQm9XkL4vN8rT1sYb6WcZ3eHdA"
-
-
-def store(body: bytes) -> RawEvent:
-    """A ledger row as the webhook stores it."""
-    raw_event_id = raw_event_insert(
-        body_text=body.decode(),
-        dedup_key=dedup_key_for(body),
-        classification=classify(json.loads(body)),
-        request_id="req_test",
-    )
-    assert raw_event_id is not None
-    return RawEvent.objects.get(pk=raw_event_id)
-
-
-def process(raw_event: RawEvent, **kwargs) -> RawEvent:
-    raw_event_process(raw_event_id=raw_event.pk, **kwargs)
-    raw_event.refresh_from_db()
-    return raw_event
 
 
 @pytest.mark.parametrize(
