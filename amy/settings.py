@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from botocore.config import Config as BotoConfig
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -166,6 +167,8 @@ AMY_TASK_TIME_LIMIT = env.int("AMY_TASK_TIME_LIMIT", default=300)
 AMY_PUBLISH_COOLDOWN_SECONDS = env.float("AMY_PUBLISH_COOLDOWN_SECONDS", default=5.0)
 AMY_BROKER_TIMEOUT_SECONDS = env.float("AMY_BROKER_TIMEOUT_SECONDS", default=1.0)
 AMY_BACKFILL_DAYS = 28
+# A long import stops at a batch boundary after this long and queues its continuation.
+AMY_IMPORT_SLICE_SECONDS = env.float("AMY_IMPORT_SLICE_SECONDS", default=AMY_TASK_TIME_LIMIT / 2)
 
 if AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
     # A countdown longer than the visibility timeout makes Redis redeliver the message while it waits.
@@ -203,6 +206,7 @@ AMY_LAB_BUCKET = env.str("AMY_LAB_BUCKET", default="")
 AMY_FILES_ROOT = env.str("AMY_FILES_ROOT", default=str(BASE_DIR / "var" / "files"))
 AMY_LAB_MAX_BYTES = 10 * 1024 * 1024
 AMY_IMPORT_MAX_BYTES = 50 * 1024 * 1024
+AMY_IMPORT_BATCH_SIZE = env.int("AMY_IMPORT_BATCH_SIZE", default=500)
 if AMY_LAB_BUCKET:
     _sse = env.str("AWS_S3_SERVER_SIDE_ENCRYPTION", default="AES256")
     UPLOADS_STORAGE = {
@@ -219,6 +223,11 @@ if AMY_LAB_BUCKET:
             "querystring_auth": True,
             "querystring_expire": 300,  # pre-signed download links live five minutes
             "object_parameters": {"ServerSideEncryption": _sse} if _sse else {},
+            # botocore waits 60 s per connect attempt by default: an S3 that does not answer
+            # would hold an upload far past any client's patience.
+            "client_config": BotoConfig(
+                connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+            ),
         },
     }
 else:
@@ -295,6 +304,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The API Amy's CLI uses, and Terra's webhook. Errors use one envelope (see Error).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"LabUploadStatusEnum": "ingest.models.LabUploadStatus"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "amy.openapi.add_error_responses",

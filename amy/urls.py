@@ -26,6 +26,8 @@ urlpatterns = [
     path("v1/sources/terra/connect", ConnectApi.as_view()),
     path("v1/connections/<int:connection_id>", ConnectionDeleteApi.as_view()),
     path("v1/sync", SyncApi.as_view()),
+    path("", include("ingest.labs.urls")),
+    path("", include("ingest.imports.urls")),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),

@@ -512,3 +512,67 @@ class BiomarkersWide(models.Model):
 
     def __str__(self) -> str:
         return f"biomarkers of lab upload {self.pk}"
+
+
+# Imports (SPEC §5 `POST /v1/import`) --------------------------------------------------------------
+
+
+class ImportJobStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ImportFormat(models.TextChoices):
+    JSON = "json"  # one JSON array of payloads
+    NDJSON = "ndjson"  # one payload per line
+
+
+class ImportJob(models.Model):
+    """A file of Terra payloads a user imports; its entries enter the ledger in batches.
+
+    `position` (entries consumed) and `byte_offset` (where the next entry starts in the stored
+    file) are the checkpoint: they are committed with each batch's ledger rows and counters, so a
+    job whose worker dies resumes there. `attempts` counts deliveries before any work;
+    `checkpoint_attempt` is the delivery that committed the last checkpoint, so the deliveries
+    since the last progress (attempts - checkpoint_attempt) are what AMY_MAX_DELIVERIES bounds.
+    """
+
+    MAX_ERRORS = 20
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="import_jobs")
+    status = models.CharField(max_length=16, choices=ImportJobStatus.choices, default=ImportJobStatus.PENDING)
+    storage_key = models.CharField(max_length=512, default="", blank=True)
+    format = models.CharField(max_length=8, choices=ImportFormat.choices)
+    size_bytes = models.BigIntegerField(default=0)
+    request_id = models.CharField(max_length=128, default="", blank=True)
+    total = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)  # the first MAX_ERRORS {index, error}
+    error = models.TextField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    checkpoint_attempt = models.PositiveIntegerField(default=0)
+    position = models.BigIntegerField(default=0)
+    byte_offset = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "import_jobs"
+        indexes = [
+            # Requeueing jobs whose message was lost: the unfinished ones, oldest update first.
+            models.Index(
+                fields=["updated_at", "id"],
+                name="import_jobs_unfinished_idx",
+                condition=Q(status__in=["pending", "processing"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.status})"

@@ -8,6 +8,8 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from amy.request_context import current_request_id
+from ingest.imports.services import ImportRunStatus, import_job_process, import_jobs_requeue
+from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_uploads_resubmit_stale
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
 from ingest.services.processing import ProcessStatus, raw_event_process
@@ -44,10 +46,17 @@ def normalize_raw_event(
 
 @shared_task(name="ingest.drain_stuck_events", acks_late=True)
 def drain_stuck_events() -> dict[str, int]:
+    """The five-minute safety net: stuck ledger rows, and lab uploads whose submission was lost."""
     result: DrainResult = raw_events_drain(
         limit=settings.AMY_DRAIN_LIMIT, window_seconds=settings.AMY_DRAIN_WINDOW_SECONDS
     )
-    return {"selected": result.selected, "published": result.published, "dead_lettered": result.dead_lettered}
+    return {
+        "selected": result.selected,
+        "published": result.published,
+        "dead_lettered": result.dead_lettered,
+        "lab_uploads_requeued": lab_uploads_resubmit_stale(),
+        "import_jobs_requeued": len(import_jobs_requeue()),
+    }
 
 
 @shared_task(
@@ -75,3 +84,45 @@ def connection_backfill_task(self: Task, connection_id: int, days: int) -> None:
 def reconcile_recent_task() -> dict[str, int | str]:
     """Nightly (Beat, 03:00 UTC, queue `amy`): ask Terra to re-send the last week of every connection."""
     return reconcile_recent().as_dict()
+
+
+@shared_task(
+    bind=True,
+    name="ingest.lab_upload_submit",  # queue `amy`, the default
+    acks_late=True,
+    autoretry_for=(TerraUnavailable, LabStorageUnavailable),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=5,
+)
+def lab_upload_submit_task(self: Task, lab_upload_id: int, request_id: str | None = None) -> str:
+    """Send a stored lab upload to Terra; the last attempt marks it failed instead of raising."""
+    token = current_request_id.set(request_id)
+    try:
+        final_attempt = self.request.called_directly or self.request.retries >= (self.max_retries or 0)
+        return lab_upload_submit(lab_upload_id=lab_upload_id, final_attempt=final_attempt).value
+    finally:
+        current_request_id.reset(token)
+
+
+@shared_task(
+    bind=True,
+    name="ingest.import_job_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # the service counts retries and deliveries against the settings
+    # A run publishes one nudge per accepted entry: with trail on, Celery would keep a result
+    # object for each in the request (about 2 KB per entry: +35 MB for a 50 MB file).
+    trail=False,
+)
+def import_job_run(self: Task, import_job_id: int, request_id: str | None = None) -> str:
+    """One delivery of an import job (SPEC §5): batches from its checkpoint, safe to run again."""
+    token = current_request_id.set(request_id)
+    try:
+        result = import_job_process(import_job_id=import_job_id, request_id=request_id, retries=self.request.retries)
+    finally:
+        current_request_id.reset(token)
+    if result.status == ImportRunStatus.RETRY:
+        raise self.retry(countdown=result.retry_in, kwargs={"import_job_id": import_job_id, "request_id": request_id})
+    return result.status.value
