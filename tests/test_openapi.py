@@ -43,6 +43,14 @@ OPERATIONS = {
     ("post", "/v1/auth/logout"),
     ("post", "/webhooks/terra"),
     ("get", "/healthz"),
+    ("post", "/v1/labs"),
+    ("post", "/v1/labs/upload"),
+    ("get", "/v1/labs"),
+    ("get", "/v1/labs/{lab_id}"),
+    ("delete", "/v1/labs/{lab_id}"),
+    ("get", "/v1/labs/{lab_id}/file"),
+    ("post", "/v1/import"),
+    ("get", "/v1/import/{import_id}"),
 }
 
 
