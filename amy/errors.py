@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     INVALID_GRANT = "invalid_grant"
     IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    ALREADY_QUEUED = "already_queued"
 
 
 class ApiError(Exception):

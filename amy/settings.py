@@ -325,6 +325,10 @@ if IS_PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# Tracing (SPEC §6): off makes the tracer a no-op (to measure its cost); traces kept this long.
+AMY_TRACING = env.bool("AMY_TRACING", default=True)
+AMY_TRACE_RETENTION_DAYS = env.int("AMY_TRACE_RETENTION_DAYS", default=14)
+
 # LOGGING: JSON lines on stdout, each with the request id
 # ------------------------------------------------------------------------------
 LOGGING = {
@@ -338,12 +342,20 @@ LOGGING = {
             "stream": "ext://sys.stdout",
             "formatter": "json",
             "filters": ["request_id"],
-        }
+        },
+        # Trace records (amy.tracing) also go to trace_events, buffered and written in bulk.
+        "trace_db": {
+            "class": "admin_ops.trace_handler.TraceDatabaseHandler",
+            "batch_size": env.int("AMY_TRACE_BATCH_SIZE", default=200),
+            "flush_interval_ms": env.int("AMY_TRACE_FLUSH_MS", default=200),
+        },
     },
     "root": {"handlers": ["stdout"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # Django logs every 4xx as a warning with the path; our own lines say more.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        # Traces: stored by trace_db, and on stdout through root, whatever LOG_LEVEL says.
+        "amy.trace": {"handlers": ["trace_db"], "level": "INFO"},
     },
 }

@@ -28,6 +28,8 @@ urlpatterns = [
     path("v1/sync", SyncApi.as_view()),
     path("", include("ingest.labs.urls")),
     path("", include("ingest.imports.urls")),
+    path("", include("admin_ops.trace_urls")),
+    path("", include("admin_ops.urls")),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from amy import tracing
 from amy.errors import ErrorCode, error_response
 from ingest.classify import classify, safe_text
 from ingest.services.webhook import DeliveryHeaders, raw_event_ingest
@@ -59,6 +60,7 @@ def _delivery_headers(request: HttpRequest) -> DeliveryHeaders:
 
 def _flat_error(status: int, error: str, request_id: str, **extra: Any) -> JsonResponse:
     # The webhook keeps the source's flat error shape (SPEC §1), not the envelope.
+    tracing.warn("webhook_rejected", error, status=status, **extra)
     return JsonResponse({"error": error, **extra, "request_id": request_id}, status=status)
 
 
@@ -73,6 +75,7 @@ class TerraWebhookView(View):
 
     def post(self, request: HttpRequest) -> JsonResponse:
         request_id: str = request.request_id  # type: ignore[attr-defined]
+        span = tracing.start("webhook")
         try:
             body = read_capped_body(request, settings.AMY_WEBHOOK_MAX_BYTES)
         except BodyTooLarge:
@@ -116,8 +119,10 @@ class TerraWebhookView(View):
 
         if result.is_duplicate:
             logger.info("webhook duplicate of a stored %s event", result.event_type)
+            span.end(type=result.event_type, duplicate=True)
             return JsonResponse({"ok": True, "duplicate": True, "type": result.event_type, "request_id": request_id})
         logger.info("webhook stored as raw_event %d (%s)", result.raw_event_id, result.event_type)
+        span.end(raw_event_id=result.raw_event_id, type=result.event_type, duplicate=False)
         return JsonResponse(
             {"ok": True, "raw_event_id": result.raw_event_id, "type": result.event_type, "request_id": request_id}
         )

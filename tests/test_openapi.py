@@ -51,6 +51,13 @@ OPERATIONS = {
     ("get", "/v1/labs/{lab_id}/file"),
     ("post", "/v1/import"),
     ("get", "/v1/import/{import_id}"),
+    ("get", "/admin/healthz"),
+    ("get", "/admin/dlq"),
+    ("post", "/admin/dlq/replay"),
+    ("get", "/admin/raw-events/{raw_event_id}"),
+    ("post", "/admin/raw-events/{raw_event_id}/replay"),
+    ("get", "/admin/user/{user_id}"),
+    ("get", "/admin/traces"),
 }
 
 

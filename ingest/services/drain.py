@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from amy import tracing
 from ingest.models import RawEvent, RawEventState
 from ingest.publish import publish_raw_events
 from ingest.services.dead_letter import raw_events_dead_letter_stale
@@ -42,4 +43,5 @@ def raw_events_drain(*, limit: int, window_seconds: int) -> DrainResult:
     published = publish_raw_events(ids) if ids else 0
     if ids:
         logger.info("drain re-enqueued %d of %d stuck events", published, len(ids))
+    tracing.info("drain_summary", selected=len(ids), published=published, dead_lettered=len(dead))
     return DrainResult(selected=len(ids), published=published, dead_lettered=len(dead))

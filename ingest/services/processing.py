@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
+from amy import tracing
 from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import normalizer_for
@@ -155,6 +156,15 @@ def raw_event_process(
     *, raw_event_id: int, request_id: str | None = None, retries: int = 0, retry_of: int | None = None
 ) -> ProcessResult:
     """Process one delivery of a ledger row. Never raises for the event's own failures."""
+    span = tracing.start("normalize", raw_event_id=raw_event_id, request_id=request_id, retries=retries)
+    result = _process(raw_event_id=raw_event_id, request_id=request_id, retries=retries, retry_of=retry_of, span=span)
+    span.end(attempts=result.attempts, outcome=result.state or result.status)
+    return result
+
+
+def _process(
+    *, raw_event_id: int, request_id: str | None, retries: int, retry_of: int | None, span: tracing.Span
+) -> ProcessResult:
     attempts = raw_event_claim(raw_event_id=raw_event_id, retry_of=retry_of)
     if attempts is None:
         logger.info("raw_event %d not claimed (terminal, or held by another delivery)", raw_event_id)
@@ -166,11 +176,13 @@ def raw_event_process(
     try:
         outcome = _normalize_claimed(raw_event_id=raw_event_id, attempts=attempts, request_id=request_id)
     except BadData as exc:
+        span.fail(exc, attempts=attempts, outcome="dead")
         logger.warning("raw_event %d is bad data, dead-lettered: %s", raw_event_id, exc)
         raw_event_dead_letter(raw_event_id=raw_event_id, error=f"bad_data: {exc}", attempts=attempts)
         return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
     except Exception as exc:  # noqa: BLE001 - the one boundary where any failure becomes a retry
         error = f"{type(exc).__name__}: {exc}"
+        span.fail(exc, attempts=attempts, outcome="retry" if retries < settings.AMY_MAX_RETRIES else "dead")
         if retries >= settings.AMY_MAX_RETRIES:
             logger.warning("raw_event %d failed after %d retries, dead-lettered: %s", raw_event_id, retries, error)
             raw_event_dead_letter(raw_event_id=raw_event_id, error=f"retries_exhausted: {error}", attempts=attempts)

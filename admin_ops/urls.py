@@ -1,0 +1,24 @@
+"""The JSON ops API (SPEC §6). Self-sufficient for tests (`@pytest.mark.urls("admin_ops.urls")`);
+amy/urls.py includes it before the catch-all."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from admin_ops.views import (
+    AdminHealthApi,
+    DeadLetterListApi,
+    DeadLetterReplayApi,
+    RawEventDetailApi,
+    RawEventReplayApi,
+    UserSnapshotApi,
+)
+
+urlpatterns = [
+    path("admin/healthz", AdminHealthApi.as_view()),
+    path("admin/dlq", DeadLetterListApi.as_view()),
+    path("admin/dlq/replay", DeadLetterReplayApi.as_view()),
+    path("admin/raw-events/<int:raw_event_id>", RawEventDetailApi.as_view()),
+    path("admin/raw-events/<int:raw_event_id>/replay", RawEventReplayApi.as_view()),
+    path("admin/user/<str:user_id>", UserSnapshotApi.as_view()),
+]
