@@ -77,6 +77,8 @@ def service_env() -> dict[str, str]:
             "LOG_LEVEL": "WARNING",
             "TERRA_WEBHOOK_SECRET": SECRET,
             "PYTHONUNBUFFERED": "1",
+            # BENCH_TRACING=false measures the webhook without the tracer (its cost is a goal).
+            "AMY_TRACING": os.environ.get("BENCH_TRACING", "true"),
         }
     )
     return env
