@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "amy.middleware.RequestIdMiddleware",
+    "admin_ops.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "accounts.idempotency.IdempotencyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -180,6 +181,8 @@ AMY_JWT_SECRET = _secret("AMY_JWT_SECRET", "dev-amy-jwt-secret-0123456789abcdef0
 AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
 AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_ADMIN_FAILURES_PER_MINUTE = env.int("AMY_ADMIN_FAILURES_PER_MINUTE", default=20)
+# /metrics needs the ops key unless this is set (then the network must restrict it).
+AMY_METRICS_PUBLIC = env.bool("AMY_METRICS_PUBLIC", default=False)
 AMY_CLI_TOKEN_DAYS = 30
 AMY_IDEMPOTENCY_SECONDS = 24 * 3600
 AMY_AUTH_RATE_PER_MINUTE = env.int("AMY_AUTH_RATE_PER_MINUTE", default=30)

@@ -30,6 +30,7 @@ urlpatterns = [
     path("", include("ingest.imports.urls")),
     path("", include("admin_ops.trace_urls")),
     path("", include("admin_ops.urls")),
+    path("", include("admin_ops.metrics_urls")),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases (SPEC §2).
     path("webhooks/terra", webhook),

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from admin_ops import metrics
 from amy import tracing
 from amy.errors import ErrorCode, error_response
 from ingest.classify import classify, safe_text
@@ -61,6 +62,7 @@ def _delivery_headers(request: HttpRequest) -> DeliveryHeaders:
 def _flat_error(status: int, error: str, request_id: str, **extra: Any) -> JsonResponse:
     # The webhook keeps the source's flat error shape (SPEC §1), not the envelope.
     tracing.warn("webhook_rejected", error, status=status, **extra)
+    metrics.webhook_outcome(error)
     return JsonResponse({"error": error, **extra, "request_id": request_id}, status=status)
 
 
@@ -117,6 +119,7 @@ class TerraWebhookView(View):
             logger.error("webhook not stored, answering 503 so Terra retries: %s", type(exc).__name__)
             return _flat_error(503, "unavailable", request_id)
 
+        metrics.webhook_outcome("duplicate" if result.is_duplicate else "accepted")
         if result.is_duplicate:
             logger.info("webhook duplicate of a stored %s event", result.event_type)
             span.end(type=result.event_type, duplicate=True)

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
+from admin_ops import metrics
 from amy import tracing
 from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
@@ -135,6 +136,7 @@ def _normalize_claimed(*, raw_event_id: int, attempts: int, request_id: str | No
         raw_event = RawEvent.objects.select_for_update().filter(pk=raw_event_id).first()
         if raw_event is None or raw_event.state != RawEventState.PROCESSING or raw_event.attempts != attempts:
             return None
+        metrics.note_event_type(raw_event.event_type)
         context = event_context(raw_event, request_id)
         outcome = normalizer_for(raw_event.event_type)(context)
         raw_event_mark(raw_event, outcome)
@@ -152,6 +154,7 @@ def _schedule_retry(*, raw_event_id: int, attempts: int, error: str, countdown: 
     )
 
 
+@metrics.timed_normalize
 def raw_event_process(
     *, raw_event_id: int, request_id: str | None = None, retries: int = 0, retry_of: int | None = None
 ) -> ProcessResult:

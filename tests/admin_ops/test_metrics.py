@@ -1,0 +1,161 @@
+"""`GET /metrics` (SPEC §6): the key, the Prometheus text, and what the counters and gauges show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, RequestFactory
+from django.urls import path
+from prometheus_client.parser import text_string_to_metric_families
+
+from admin_ops import metrics
+from admin_ops.metrics import MetricsView
+from ingest.models import RawEventState
+from ingest.views import TerraWebhookView
+from tests.admin_ops.helpers import READ, WRITE, dead
+from tests.conftest import PostWebhook
+from tests.ledger import deliver, store
+from tests.terra import body_of, sample
+
+# This module is its own urlconf: /metrics beside the webhook.
+urlpatterns = [
+    path("metrics", MetricsView.as_view()),
+    path("webhooks/terra", TerraWebhookView.as_view()),
+]
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.admin_ops.test_metrics")]
+
+
+def scrape(client: Client, headers: dict[str, str] | None = READ) -> dict[str, Any]:
+    response = client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {family.name: family for family in text_string_to_metric_families(response.content.decode())}
+
+
+def sample_value(families: dict[str, Any], name: str, sample_name: str | None = None, **labels: str) -> float:
+    family = families.get(name)
+    if family is None:
+        return 0.0
+    for s in family.samples:
+        if s.name == (sample_name or name) and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    return 0.0
+
+
+# The key ------------------------------------------------------------------------------------------
+
+
+def test_metrics_without_a_key_is_401(client: Client) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "missing_authorization"
+
+
+def test_metrics_with_a_wrong_key_is_401(client: Client) -> None:
+    response = client.get("/metrics", headers={"x-admin-key": "nope"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_token"
+
+
+def test_metrics_with_the_read_or_admin_key_is_200(client: Client) -> None:
+    scrape(client, READ)
+    scrape(client, WRITE)
+
+
+def test_metrics_public_needs_no_key(client: Client, settings: Any) -> None:
+    settings.AMY_METRICS_PUBLIC = True
+    families = scrape(client, headers=None)
+    assert "amy_raw_events" in families
+
+
+# The text ----------------------------------------------------------------------------------------
+
+
+def test_the_output_parses_as_prometheus_text(client: Client) -> None:
+    families = scrape(client)
+    for name in ("amy_webhook_requests", "amy_normalize", "amy_normalize_duration_seconds", "amy_http_requests"):
+        assert name in families, name
+
+
+def test_a_webhook_post_moves_the_accepted_counter(client: Client, post_webhook: PostWebhook) -> None:
+    before = sample_value(scrape(client), "amy_webhook_requests", "amy_webhook_requests_total", outcome="accepted")
+    assert post_webhook(sample("sleep")).status_code == 200
+    after = sample_value(scrape(client), "amy_webhook_requests", "amy_webhook_requests_total", outcome="accepted")
+    assert after == before + 1
+
+
+def test_a_duplicate_and_a_bad_signature_are_counted_by_outcome(client: Client, post_webhook: PostWebhook) -> None:
+    def counts() -> tuple[float, float]:
+        families = scrape(client)
+        return (
+            sample_value(families, "amy_webhook_requests", "amy_webhook_requests_total", outcome="duplicate"),
+            sample_value(families, "amy_webhook_requests", "amy_webhook_requests_total", outcome="invalid_signature"),
+        )
+
+    duplicates, bad = counts()
+    body = sample("daily")
+    post_webhook(body)
+    post_webhook(body)
+    assert post_webhook(body, headers={"terra-signature": "t=1,v1=00"}).status_code == 401
+    assert counts() == (duplicates + 1, bad + 1)
+
+
+def test_the_ledger_gauge_shows_every_state(client: Client) -> None:
+    store(body_of({"type": "daily", "user": {"user_id": "tu-metrics"}, "data": [], "n": 1}))
+    dead(n=2)
+    families = scrape(client)
+    states = {s.labels["state"]: s.value for s in families["amy_raw_events"].samples}
+    assert set(states) == set(RawEventState.values)
+    assert states["received"] >= 1
+    assert states["dead"] >= 1
+
+
+def test_queue_depths_are_gauges_when_redis_answers(client: Client, redis_client: Any) -> None:
+    families = scrape(client)
+    assert sample_value(families, "amy_queue_depth") >= 0
+    assert "amy_dlq_depth" in families
+
+
+def test_queue_depths_are_left_out_when_redis_is_down(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("admin_ops.services.queue_depths", lambda: (None, None))
+    families = scrape(client)
+    assert "amy_queue_depth" not in families
+    assert "amy_dlq_depth" not in families
+    assert "amy_raw_events" in families
+
+
+def test_normalize_outcome_and_latency_are_counted_by_event_type(client: Client) -> None:
+    families = scrape(client)
+    before = sample_value(families, "amy_normalize", "amy_normalize_total", event_type="daily", outcome="parked")
+    observed = sample_value(
+        families, "amy_normalize_duration_seconds", "amy_normalize_duration_seconds_count", event_type="daily"
+    )
+    raw_event = deliver(sample("daily"))
+    assert raw_event.state == RawEventState.PARKED  # no connection for the Terra user
+    families = scrape(client)
+    assert (
+        sample_value(families, "amy_normalize", "amy_normalize_total", event_type="daily", outcome="parked")
+        == before + 1
+    )
+    assert (
+        sample_value(
+            families, "amy_normalize_duration_seconds", "amy_normalize_duration_seconds_count", event_type="daily"
+        )
+        == observed + 1
+    )
+
+
+def test_the_middleware_counts_requests_by_route_pattern() -> None:
+    request = RequestFactory().get("/metrics")
+
+    def view(req: HttpRequest) -> HttpResponse:
+        req.resolver_match = type("Match", (), {"route": "admin/raw-events/<int:raw_event_id>"})()  # type: ignore[attr-defined]
+        return HttpResponse(status=204)
+
+    labels = {"route": "/admin/raw-events/<int:raw_event_id>", "method": "GET", "status": "204"}
+    before = metrics.HTTP_REQUESTS.labels(**labels)._value.get()
+    metrics.MetricsMiddleware(view)(request)
+    assert metrics.HTTP_REQUESTS.labels(**labels)._value.get() == before + 1
