@@ -146,3 +146,17 @@ def s3_storage(s3_server: str, settings: Any) -> Iterator[str]:
         for item in page.get("Contents", []):
             client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
     client.delete_bucket(Bucket=S3_BUCKET)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trace_writes_stay_in_the_test_database(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Write buffered trace rows while the test database exists, then stop the handler: its
+    exit-time flush would otherwise write into the database the settings name after the tests."""
+    from admin_ops.trace_handler import trace_handler
+
+    yield
+    handler = trace_handler()
+    if handler is not None:
+        with django_db_blocker.unblock():
+            handler.flush()
+        handler.setLevel(logging.CRITICAL + 1)
