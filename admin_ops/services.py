@@ -453,3 +453,22 @@ def ledger_stats() -> dict[str, Any]:
         "by_type": by_type,
         "oldest_unprocessed_age_seconds": age,
     }
+
+
+MANUAL_SKIP_ERROR = "skipped:manual"
+
+
+def raw_events_mark_skipped(*, ids: list[int], actor: str) -> tuple[list[int], int]:
+    """Give up on dead or parked rows (`skipped:manual`); other states are left alone.
+
+    Returns the ids that were dead or parked and how many rows changed.
+    """
+    giving_up = (RawEventState.DEAD, RawEventState.PARKED)
+    ids = list(RawEvent.objects.filter(pk__in=ids, state__in=giving_up).values_list("pk", flat=True))
+    updated = RawEvent.objects.filter(pk__in=ids, state__in=giving_up).update(
+        state=RawEventState.SKIPPED, process_error=MANUAL_SKIP_ERROR, processed_at=Now(), lease_until=None
+    )
+    logger.info(
+        json.dumps({"audit": "raw_events_mark_skipped", "actor": actor, "raw_event_ids": ids}, separators=(",", ":"))
+    )
+    return ids, updated

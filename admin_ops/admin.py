@@ -1,0 +1,315 @@
+"""The operations console (SPEC §6): the Django admin mounted at `/console/`.
+
+Built like healthchecks' `PingsAdmin` (STYLE 27): the big tables (`raw_events`, `trace_events`)
+never run a `COUNT(*)` — `show_full_result_count = False` and a paginator with a fixed count —
+their list never loads `payload`, their filters have fixed choices (no `SELECT DISTINCT` over the
+table) and their search is exact matches on indexed columns. Everything is read-only; the only
+writes are the replay action, which calls the replay service with the staff username as the actor,
+and "mark skipped" for dead or parked rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from accounts.models import User
+from admin_ops.models import TraceEvent
+from admin_ops.services import raw_events_mark_skipped, raw_events_replay
+from admin_ops.trace_views import LEVELS
+from ingest.classify import LAB_REPORT, UNKNOWN
+from ingest.models import ImportJob, LabUpload, RawEvent, TerraConnection
+from ingest.normalizers import NORMALIZERS
+
+logger = logging.getLogger(__name__)
+
+admin.site.site_header = "Amy console"
+admin.site.site_title = "Amy console"
+admin.site.index_title = "Operations"
+
+_MAX_ACTION_ROWS = 10_000
+_ERROR_PREVIEW = 80
+
+
+class NoCountPaginator(Paginator):
+    """A paginator that never counts: the changelist shows pages without a `COUNT(*)`.
+
+    The count is a fixed large number, so "next" is always offered; a page past the end is empty.
+    """
+
+    @cached_property
+    def count(self) -> int:  # type: ignore[override]
+        return 1_000_000_000
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A view-only admin: no add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# Raw events and dead letters ---------------------------------------------------------------------
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """Fixed choices: the types the normalizers know (no `SELECT DISTINCT` over `raw_events`)."""
+
+    title = "event type"
+    parameter_name = "event_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        types = sorted(set(NORMALIZERS) | {LAB_REPORT, UNKNOWN})
+        return [(event_type, event_type) for event_type in types]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(event_type=self.value()) if self.value() else queryset
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    """Choices from `terra_connections` (small), not from `raw_events` (big)."""
+
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        providers = TerraConnection.objects.exclude(provider="").order_by("provider").values_list("provider", flat=True)
+        return [(provider, provider) for provider in providers.distinct()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+def _exact_search(queryset: QuerySet, search_term: str, text_fields: tuple[str, ...]) -> QuerySet:
+    """Exact matches only: the id when the term is a number, else the listed (indexed) columns."""
+    term = search_term.strip()
+    if not term:
+        return queryset
+    condition = Q()
+    if term.isdigit() and len(term) < 19:
+        condition |= Q(pk=int(term))
+    for name in text_fields:
+        condition |= Q(**{name: term})
+    return queryset.filter(condition)
+
+
+@admin.register(RawEvent)
+class RawEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "event_type",
+        "state",
+        "provider",
+        "terra_user_id",
+        "received_at",
+        "attempts",
+        "replay_count",
+        "short_error",
+    )
+    list_filter = ("state", EventTypeFilter, ProviderFilter, "source", "received_at")
+    search_fields = ("=terra_user_id", "=request_id")
+    search_help_text = "An exact raw event id, Terra user id or request id."
+    list_select_related = ()
+    raw_id_fields = ("parent", "user")
+    ordering = ("-id",)
+    list_per_page = 100
+    show_full_result_count = False
+    paginator = NoCountPaginator
+    actions = ("replay", "mark_skipped")
+    exclude = ("payload",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).defer("payload")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        return _exact_search(queryset, search_term, ("terra_user_id", "request_id")), False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in self.model._meta.concrete_fields if field.name != "payload"] + [
+            "pretty_payload"
+        ]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Every field is read-only: no save buttons.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="error")
+    def short_error(self, obj: RawEvent) -> str:
+        error = obj.process_error or ""
+        return error if len(error) <= _ERROR_PREVIEW else error[: _ERROR_PREVIEW - 1] + "…"
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: RawEvent) -> str:
+        if obj.payload is None:
+            return "(erased)"
+        try:
+            text = json.dumps(json.loads(obj.payload), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.payload
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+    @admin.action(description="Replay selected raw events", permissions=("change",))
+    def replay(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Back to `received` through the replay service, after a confirmation page."""
+        ids = list(queryset.order_by("-id").values_list("pk", flat=True)[:_MAX_ACTION_ROWS])
+        if request.POST.get("post") != "yes":
+            rows = RawEvent.objects.filter(pk__in=ids[:100]).defer("payload").order_by("-id")
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Replay raw events?",
+                "opts": self.model._meta,
+                "rows": rows,
+                "selected_ids": ids,
+                "more": max(len(ids) - 100, 0),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_name": "replay",
+                "query_string": request.GET.urlencode(),
+            }
+            request.current_app = self.admin_site.name
+            return TemplateResponse(request, "admin_ops/replay_confirmation.html", context)
+        result = raw_events_replay(actor=request.user.get_username(), ids=ids, request_id=_request_id(request))
+        self.message_user(
+            request,
+            f"Replayed {result.replayed} of {result.matched} raw events ({result.skipped} left alone: already queued).",
+            messages.SUCCESS if result.replayed else messages.WARNING,
+        )
+        return None
+
+    @admin.action(description="Mark selected dead or parked raw events skipped", permissions=("change",))
+    def mark_skipped(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Give up on dead or parked rows: `skipped` with `skipped:manual`; other states are left alone."""
+        ids = list(queryset.values_list("pk", flat=True)[:_MAX_ACTION_ROWS])
+        ids, updated = raw_events_mark_skipped(ids=ids, actor=request.user.get_username())
+        if ids:
+            LogEntry.objects.log_actions(
+                request.user.pk,
+                RawEvent.objects.filter(pk__in=ids).only("pk", "event_type", "state"),
+                CHANGE,
+                change_message="Marked skipped (skipped:manual).",
+            )
+        self.message_user(request, f"Marked {updated} raw events skipped.", messages.SUCCESS)
+
+
+def _request_id(request: HttpRequest) -> str | None:
+    return getattr(request, "request_id", None)
+
+
+# Traces ------------------------------------------------------------------------------------------
+
+
+class LevelFilter(admin.SimpleListFilter):
+    title = "level"
+    parameter_name = "level"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(level, level) for level in LEVELS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(level=self.value()) if self.value() else queryset
+
+
+@admin.register(TraceEvent)
+class TraceEventAdmin(ReadOnlyAdmin):
+    list_display = ("ts", "level", "event", "request_id", "user_id", "raw_event_id", "duration_ms", "message")
+    list_filter = (LevelFilter, "ts")
+    search_fields = ("=request_id", "=user_id")
+    search_help_text = "An exact request id, user id, or raw event id."
+    ordering = ("-ts",)
+    list_per_page = 100
+    show_full_result_count = False
+    paginator = NoCountPaginator
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(request_id=term) | Q(user_id=term)
+        if term.isdigit() and len(term) < 19:
+            condition |= Q(raw_event_id=int(term))
+        return queryset.filter(condition), False
+
+
+# Connections, users, lab uploads, imports (read-mostly) ------------------------------------------
+
+
+@admin.register(TerraConnection)
+class TerraConnectionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "user_id", "terra_user_id", "provider", "status", "connected_at", "last_webhook_at")
+    list_filter = ("status", "provider", "connected_at")
+    search_fields = ("=terra_user_id", "=user__id")
+    raw_id_fields = ("user", "replaced_by")
+    ordering = ("-id",)
+    show_full_result_count = False
+
+
+@admin.register(User)
+class ApiUserAdmin(ReadOnlyAdmin):
+    list_display = ("id", "email", "created_at")
+    search_fields = ("=id", "=email")
+    ordering = ("-created_at",)
+    show_full_result_count = False
+
+
+@admin.register(LabUpload)
+class LabUploadAdmin(ReadOnlyAdmin):
+    list_display = ("id", "user_id", "filename", "status", "size_bytes", "terra_upload_id", "created_at", "parsed_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("=user__id", "=terra_upload_id")
+    raw_id_fields = ("user",)
+    ordering = ("-id",)
+    show_full_result_count = False
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "user_id",
+        "status",
+        "format",
+        "total",
+        "accepted",
+        "duplicates",
+        "rejected",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "format", "created_at")
+    search_fields = ("=user__id", "=request_id")
+    raw_id_fields = ("user",)
+    ordering = ("-id",)
+    show_full_result_count = False
