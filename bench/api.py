@@ -37,7 +37,6 @@ import datetime as dt
 import json
 import os
 import pstats
-import signal
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from bench.ingest import (
     CpuSnapshot,
     Gunicorn,
     cpu_usage,
+    exit_cleanly_on_signals,
     fmt,
     git_revision,
     log,
@@ -475,10 +475,6 @@ def profile(args: argparse.Namespace, token: str, expected: dict[str, int]) -> s
 # ------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=5, help="users with a year of data each (default 5)")
@@ -491,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.users, args.me_warmup, args.me_requests, args.sync_warmup, args.syncs) < 1:
         parser.error("counts must be positive")
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     log(f"database {DB_NAME}: drop, create, migrate; Redis db 14: flush")

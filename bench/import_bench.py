@@ -36,7 +36,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,18 @@ import psycopg
 from psycopg import sql
 
 from bench.bodies import insert_sql
-from bench.ingest import PG_ADMIN, PYTHON, RESULTS, ROOT, fmt, git_revision, log, markdown_table
+from bench.ingest import (
+    PG_ADMIN,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    exit_cleanly_on_signals,
+    fmt,
+    git_revision,
+    log,
+    markdown_table,
+)
+from bench.normalize import kill_group
 
 BIN = Path(PYTHON).parent
 DB_NAME = "amy_bench_import"
@@ -136,18 +146,6 @@ def write_array(path: Path, entries: Entries, *, count: int | None = None, max_b
 
 
 # Processes ------------------------------------------------------------------------------------------
-
-
-def kill_group(process: subprocess.Popen[Any] | None, grace: float = 5.0) -> None:
-    """Stop a process we started, by its own process group (never by name)."""
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-            return
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -555,10 +553,6 @@ def report(pg: dict[str, str], throughput: Run, base: tuple[int, float, float], 
 # Main -------------------------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payloads", type=int, default=10_000, help="entries of the throughput import (10,000)")
@@ -570,8 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [float(s) for s in args.sizes.split(",") if s]
     if args.payloads < 1 or not sizes or any(not 0 < s <= 50 for s in sizes):
         parser.error("--payloads must be positive and --sizes within (0, 50]")
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "import-worker.log").unlink(missing_ok=True)
 

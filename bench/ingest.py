@@ -623,6 +623,11 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def exit_cleanly_on_signals() -> None:
+    """SIGTERM/SIGHUP unwind through `finally`, so the processes a benchmark started are stopped."""
+    exit_cleanly_on_signals()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per phase (default 10)")
@@ -632,8 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     log(f"database {DB_NAME}: drop, create, migrate")

@@ -49,6 +49,7 @@ from bench.ingest import (
     RESULTS,
     ROOT,
     _machine_busy_ticks,
+    exit_cleanly_on_signals,
     fmt,
     git_revision,
     log,
@@ -541,10 +542,6 @@ def report(
 # ------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000, help="measured events (default 3000)")
@@ -561,8 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     extra_env = dict(item.split("=", 1) for item in args.worker_env)
     if args.events < 1 or args.warmup_events < 1:
         parser.error("--events and --warmup-events must be positive")
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     log(f"database {DB_NAME}: drop, create, migrate; Redis db 14: flush")
