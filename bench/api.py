@@ -50,6 +50,7 @@ from bench.ingest import (
     DATABASE_URL,
     DB_NAME,
     PYTHON,
+    REDIS_DB,
     RESULTS,
     ROOT,
     WEB_WORKERS,
@@ -323,7 +324,7 @@ def report(
         ),
         (
             f"- web: gunicorn amy.wsgi, {WEB_WORKERS} sync workers, LOG_LEVEL=WARNING, no Terra credentials "
-            "(/v1/me never calls Terra), Redis db 14 for the cache (flushed first); AMY_USER_RATE_PER_MINUTE="
+            f"(/v1/me never calls Terra), Redis db {REDIS_DB} for the cache (flushed first); AMY_USER_RATE_PER_MINUTE="
             f"{USER_RATE_PER_MINUTE} (the per-user throttle still reads and writes Redis on every request, but "
             "never refuses the benchmark's ~600 requests a minute); a CLI token (cli_token_issue); one client "
             "process at concurrency 1, a new TCP connection per request"
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    log(f"database {DB_NAME}: drop, create, migrate; Redis db 14: flush")
+    log(f"database {DB_NAME}: drop, create, migrate; Redis db {REDIS_DB}: flush")
     pg = recreate_database()
     migrate()
     flush_redis()

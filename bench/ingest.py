@@ -40,10 +40,12 @@ RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 PYTHON = sys.executable
 
-DB_NAME = "amy_bench"
+# BENCH_DATABASE / BENCH_REDIS_DB let two benchmark runs share the machine without sharing state.
+DB_NAME = os.environ.get("BENCH_DATABASE", "amy_bench")
 PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres", "connect_timeout": 5}
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 SECRET = "bench-secret"  # noqa: S105 - the benchmark server's own webhook secret
 WEB_WORKERS = 2
 ACCESS_LOG_FORMAT = "%({x-bench-phase}i)s %(s)s %(D)s"
@@ -485,7 +487,7 @@ def report(pairs: list[tuple[PhaseResult, PhaseResult]], args: argparse.Namespac
         (
             f"- PostgreSQL {pg.get('server_version')} (fsync={pg.get('fsync')}, "
             f"synchronous_commit={pg.get('synchronous_commit')}, wal_sync_method={pg.get('wal_sync_method')}), "
-            f"database {DB_NAME} truncated before each phase; Redis db 14 flushed before each phase"
+            f"database {DB_NAME} truncated before each phase; Redis db {REDIS_DB} flushed before each phase"
         ),
         (
             "- webhook p50/p99: client-side wall time per request (new TCP connection each time: the sync "

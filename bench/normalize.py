@@ -45,6 +45,7 @@ from bench.ingest import (
     DATABASE_URL,
     DB_NAME,
     PYTHON,
+    REDIS_DB,
     REDIS_URL,
     RESULTS,
     ROOT,
@@ -458,7 +459,7 @@ def report(
         ),
         (
             f"- PostgreSQL {pg.get('server_version')} (fsync={pg.get('fsync')}, "
-            f"synchronous_commit={pg.get('synchronous_commit')}), database {DB_NAME}; Redis db 14; typed "
+            f"synchronous_commit={pg.get('synchronous_commit')}), database {DB_NAME}; Redis db {REDIS_DB}; typed "
             "tables truncated and rows set back to received (then VACUUM ANALYZE) between the phases"
         ),
         "",
@@ -561,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    log(f"database {DB_NAME}: drop, create, migrate; Redis db 14: flush")
+    log(f"database {DB_NAME}: drop, create, migrate; Redis db {REDIS_DB}: flush")
     pg = recreate_database()
     migrate()
     flush_redis()
