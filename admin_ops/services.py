@@ -28,6 +28,7 @@ from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
 
 from accounts.models import User
+from admin_ops.models import TraceEvent
 from amy.errors import ApiError, ErrorCode
 from ingest.errors import BadData
 from ingest.models import (
@@ -398,8 +399,61 @@ def ops_counters() -> dict[str, Any]:
 # Users -------------------------------------------------------------------------------------------
 
 
+# The snapshot's traces: the newest USER_TRACES_LIMIT trace rows that name the user or belong to the
+# journey (webhook and worker) of one of the user's newest USER_TRACES_LEDGER_ROWS ledger rows per
+# Terra user. The webhook and the worker trace by request and raw event id, rarely by user id, so the
+# user_id column alone would leave the snapshot empty for most users.
+USER_TRACES_LIMIT = 50
+USER_TRACES_LEDGER_ROWS = 50
+
+TRACE_FIELDS = (
+    "id",
+    "ts",
+    "request_id",
+    "user_id",
+    "terra_user_id",
+    "raw_event_id",
+    "level",
+    "event",
+    "message",
+    "data",
+    "duration_ms",
+    "error_name",
+    "error_stack",
+)
+
+
+def user_recent_traces(*, user_id: str, terra_user_ids: list[str]) -> list[dict[str, Any]]:
+    """The user's newest trace rows, newest first, at most USER_TRACES_LIMIT.
+
+    Every part is an index scan: the ledger rows per Terra user come from (terra_user_id, id)
+    backwards, a few at a time; the traces from the (user_id, ts), (raw_event_id, ts) and
+    (request_id, ts) indexes.
+    """
+    raw_event_ids: set[int] = set()
+    request_ids: set[str] = set()
+    for terra_user_id in terra_user_ids:
+        rows = (
+            RawEvent.objects.filter(terra_user_id=terra_user_id)
+            .order_by("-id")
+            .values_list("id", "request_id")[:USER_TRACES_LEDGER_ROWS]
+        )
+        for raw_event_id, request_id in rows:
+            raw_event_ids.add(raw_event_id)
+            if request_id:
+                request_ids.add(request_id)
+    condition = Q(user_id=user_id)
+    if raw_event_ids:
+        condition |= Q(raw_event_id__in=sorted(raw_event_ids))
+    if request_ids:
+        condition |= Q(request_id__in=sorted(request_ids))
+    rows = TraceEvent.objects.filter(condition).order_by("-ts", "-id").values(*TRACE_FIELDS)
+    return list(rows[:USER_TRACES_LIMIT])
+
+
 def user_snapshot(*, user_id: str) -> dict[str, Any]:
-    """One user: row counts per typed table, connections, lab uploads, ledger rows by state."""
+    """One user: row counts per typed table, connections, lab uploads, ledger rows by state, and
+    their recent traces (newest first, at most USER_TRACES_LIMIT)."""
     user = User.objects.filter(pk=user_id).first()
     if user is None:
         raise _error(f"User {user_id} does not exist.", USER_NOT_FOUND, 404)
@@ -421,11 +475,14 @@ def user_snapshot(*, user_id: str) -> dict[str, Any]:
         }
         for c in TerraConnection.objects.filter(user_id=user_id).order_by("connected_at", "id")
     ]
+    traces = user_recent_traces(user_id=user_id, terra_user_ids=[c["terra_user_id"] for c in connections])
     return {
         "user": {"id": user.pk, "email": user.email, "created_at": user.created_at},
         "counters": counters,
         "raw_events": {state: by_state.get(state, 0) for state in RawEventState.values},
         "connections": connections,
+        "traces": traces,
+        "traces_limit": USER_TRACES_LIMIT,
     }
 
 

@@ -42,7 +42,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 # The JSON ops API (SPEC §6), behind the admin key ---------------------------------------------------
 # Every write records its actor (`x-admin-actor`) and time: on the ledger row (replay lineage) and
-# as a JSON log line (admin_ops/services.py). Recent traces are not in the user snapshot yet.
+# as a JSON log line (admin_ops/services.py).
 
 _ADMIN_TAG = ["admin"]
 
@@ -262,7 +262,12 @@ class DeadLetterReplayApi(AdminApiView):
 class UserSnapshotApi(AdminApiView):
     @extend_schema(
         responses={200: _JSON_OBJECT},
-        summary="One user: rows per table, connections, lab uploads, ledger rows by state",
+        summary="One user: rows per table, connections, lab uploads, ledger rows by state, recent traces",
+        description=(
+            "`traces`: the newest trace rows (at most `traces_limit`, 50), newest first, in the shape of "
+            "`GET /admin/traces`: rows naming the user, and the webhook and worker journeys of the newest "
+            f"{services.USER_TRACES_LEDGER_ROWS} ledger rows of each of the user's Terra users."
+        ),
         tags=_ADMIN_TAG,
     )
     def get(self, request: Request, user_id: str) -> Response:
