@@ -62,8 +62,10 @@ def log(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", file=sys.stderr, flush=True)
 
 
-def service_env() -> dict[str, str]:
-    """gunicorn's and manage.py's environment: the bench database and Redis db, quiet logs."""
+def service_env(tracing: bool | None = None) -> dict[str, str]:
+    """gunicorn's and manage.py's environment: the bench database and Redis db, quiet logs.
+
+    `tracing` None follows BENCH_TRACING (default on)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -80,7 +82,7 @@ def service_env() -> dict[str, str]:
             "TERRA_WEBHOOK_SECRET": SECRET,
             "PYTHONUNBUFFERED": "1",
             # BENCH_TRACING=false measures the webhook without the tracer (its cost is a goal).
-            "AMY_TRACING": os.environ.get("BENCH_TRACING", "true"),
+            "AMY_TRACING": os.environ.get("BENCH_TRACING", "true") if tracing is None else str(tracing).lower(),
         }
     )
     return env
@@ -118,7 +120,8 @@ def migrate() -> None:
 def reset_state() -> None:
     """An empty ledger and an empty Redis db 14 before each phase (outside the measured window)."""
     with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute("TRUNCATE raw_events RESTART IDENTITY CASCADE")
+        # trace_events too: every traced phase then writes into a table of the same size.
+        conn.execute("TRUNCATE raw_events, trace_events RESTART IDENTITY CASCADE")
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
     try:
         client.flushdb()
@@ -539,6 +542,219 @@ def report(pairs: list[tuple[PhaseResult, PhaseResult]], args: argparse.Namespac
     return "\n".join(lines) + "\n"
 
 
+# Tracer cost: traced and untraced web phases alternating in one run
+# ------------------------------------------------------------------------------
+
+TRACER_GOAL = 0.10
+TRACER_GOAL_TEXT = (
+    "goal (issue 6): webhook throughput with tracing on within "
+    f"{TRACER_GOAL:.0%} of tracing off, measured in the same run"
+)
+
+
+@dataclass
+class TracedPhase:
+    """One web phase of the alternating run, with what the traced server wrote."""
+
+    traced: bool
+    round: int
+    result: PhaseResult
+    ledger_rows: int = 0
+    trace_rows: int = 0
+
+
+def count_rows() -> tuple[int, int]:
+    """(raw_events, trace_events) rows now: the traced phase must have written its traces."""
+    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+        ledger = conn.execute("SELECT count(*) FROM raw_events").fetchone()
+        traces = conn.execute("SELECT count(*) FROM trace_events").fetchone()
+    return (ledger[0] if ledger else 0), (traces[0] if traces else 0)
+
+
+def cost(traced: float | None, untraced: float | None) -> float | None:
+    """The throughput lost to tracing, as a share of the untraced throughput."""
+    if not traced or not untraced:
+        return None
+    return 1 - traced / untraced
+
+
+def tracing_report(phases: list[TracedPhase], args: argparse.Namespace, concurrency: int) -> str:
+    load = os.getloadavg()
+    by_mode = {mode: [p for p in phases if p.traced is mode] for mode in (True, False)}
+
+    def total_rate(items: list[TracedPhase]) -> float:
+        # Every phase measures the same window, so the mean of the rates is the pooled rate.
+        return sum(p.result.summary["per_second"] for p in items) / max(1, len(items))
+
+    def pooled_ms(items: list[TracedPhase]) -> list[float]:
+        return sorted(ms for p in items for ms in p.result.server_ms)
+
+    def worker_ms(p: TracedPhase) -> float | None:
+        rate = p.result.summary["per_second"]
+        cores = p.result.cpu.get("gunicorn workers")
+        return None if not rate or cores is None else 1000 * cores / rate
+
+    rows = []
+    for p in phases:
+        s = p.result.summary
+        rows.append(
+            [
+                str(p.round),
+                "on" if p.traced else "off",
+                fmt(s["per_second"]),
+                fmt(percentile(p.result.server_ms, 50), 2),
+                fmt(percentile(p.result.server_ms, 99), 2),
+                fmt(s["p50_ms"], 2),
+                str(s["errors"]),
+                fmt(worker_ms(p), 3),
+                fmt(p.result.cpu.get("machine total"), 2),
+                f"{p.trace_rows / p.ledger_rows:.2f}" if p.traced and p.ledger_rows else "-",
+            ]
+        )
+    header = [
+        "round",
+        "tracing",
+        "webhook req/s",
+        "server p50 ms",
+        "server p99 ms",
+        "client p50 ms",
+        "errors",
+        "worker core-ms/req",
+        "machine cores",
+        "trace rows/webhook",
+    ]
+    pair_costs = []
+    for r in sorted({p.round for p in phases}):
+        on = [p for p in by_mode[True] if p.round == r]
+        off = [p for p in by_mode[False] if p.round == r]
+        if on and off:
+            c = cost(on[0].result.summary["per_second"], off[0].result.summary["per_second"])
+            if c is not None:
+                pair_costs.append(c)
+    on_rate, off_rate = total_rate(by_mode[True]), total_rate(by_mode[False])
+    total_cost = cost(on_rate, off_rate)
+    on_ms, off_ms = pooled_ms(by_mode[True]), pooled_ms(by_mode[False])
+    worker_on = [w for p in by_mode[True] if (w := worker_ms(p)) is not None]
+    worker_off = [w for p in by_mode[False] if (w := worker_ms(p)) is not None]
+    summary_rows = [
+        [
+            label,
+            fmt(total_rate(items)),
+            fmt(percentile(ms, 50), 2),
+            fmt(percentile(ms, 99), 2),
+            fmt(sum(w) / len(w) if w else None, 3),
+        ]
+        for label, items, ms, w in (
+            ("tracing on", by_mode[True], on_ms, worker_on),
+            ("tracing off", by_mode[False], off_ms, worker_off),
+        )
+    ]
+    ok = total_cost is not None and total_cost <= TRACER_GOAL
+    spread = (
+        f"per-round cost {', '.join(f'{100 * c:.1f} %' for c in pair_costs)} "
+        f"(min {100 * min(pair_costs):.1f} %, median {100 * sorted(pair_costs)[len(pair_costs) // 2]:.1f} %, "
+        f"max {100 * max(pair_costs):.1f} %)"
+        if pair_costs
+        else "no complete round"
+    )
+    worker_on_mean = sum(worker_on) / len(worker_on) if worker_on else None
+    worker_off_mean = sum(worker_off) / len(worker_off) if worker_off else None
+    worker_extra = worker_on_mean / worker_off_mean - 1 if worker_on_mean and worker_off_mean else None
+    lines = [
+        "# Tracer cost on the webhook path",
+        "",
+        (
+            f"- run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, commit {git_revision()}, "
+            f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
+        ),
+        (
+            f"- {args.rounds} rounds at concurrency {concurrency}, each one traced and one untraced web phase "
+            f"({args.warmup:g} s warm-up + {args.seconds:g} s measured), the order flipped every round "
+            "(on off, off on, ...) so that a drift in the machine's load falls on both sides"
+        ),
+        (
+            f"- two gunicorn servers (amy.wsgi, {WEB_WORKERS} sync workers each, LOG_LEVEL=WARNING, stdout to a "
+            "file) started once, AMY_TRACING=true and AMY_TRACING=false; only one is loaded at a time. "
+            f"Database {DB_NAME} (raw_events and trace_events truncated before each phase), Redis db {REDIS_DB}"
+        ),
+        (
+            "- server p50/p99: gunicorn's request time; worker core-ms/req: CPU of the loaded server's workers "
+            "(trace writer thread included) per webhook; trace rows/webhook: trace_events rows / raw_events rows "
+            "after the traced phase (its warm-up included)"
+        ),
+        "",
+        *markdown_table(header, rows),
+        "",
+        *markdown_table(
+            ["", "webhook req/s (mean)", "server p50 ms", "server p99 ms", "worker core-ms/req"], summary_rows
+        ),
+        "",
+        TRACER_GOAL_TEXT,
+        (
+            f"-> {'MET' if ok else 'NOT MET'}: tracing costs {fmt(None if total_cost is None else 100 * total_cost)} % "
+            f"of the throughput ({fmt(on_rate)} vs {fmt(off_rate)} webhooks/s); {spread}; "
+            f"the workers' CPU per webhook {fmt(None if worker_extra is None else 100 * worker_extra)} % higher with tracing"
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_tracing_both(args: argparse.Namespace) -> int:
+    """Traced and untraced web phases alternating in one run, at one concurrency."""
+    levels = [int(c) for c in (args.concurrency or str(GOAL_CONCURRENCY)).split(",") if c.strip()]
+    if len(levels) != 1:
+        raise SystemExit("--tracing both takes one --concurrency")
+    concurrency = levels[0]
+    log(f"database {DB_NAME}: drop, create, migrate")
+    recreate_database()
+    migrate()
+    servers = {}
+    for traced in (True, False):
+        name = "on" if traced else "off"
+        access_log, server_log = (
+            RESULTS / f"gunicorn-tracing-{name}-access.log",
+            RESULTS / f"gunicorn-tracing-{name}.log",
+        )
+        for path in (access_log, server_log):
+            path.unlink(missing_ok=True)
+        servers[traced] = Gunicorn(access_log, server_log, env=service_env(tracing=traced))
+    phases: list[TracedPhase] = []
+    try:
+        for traced, web in servers.items():
+            log(f"gunicorn amy.wsgi on {web.url}, tracing {'on' if traced else 'off'}")
+            web.start()
+        phase = 0
+        for round_ in range(1, args.rounds + 1):
+            order = (True, False) if round_ % 2 else (False, True)
+            for traced in order:
+                log(f"round {round_}/{args.rounds}, tracing {'on' if traced else 'off'}, concurrency {concurrency}")
+                reset_state()
+                result = run_phase("web", concurrency, phase, args, servers[traced], args.seconds)
+                phase += 1
+                item = TracedPhase(traced, round_, result)
+                if traced:
+                    time.sleep(1.0)  # past the writer's flush interval: count what the phase wrote
+                item.ledger_rows, item.trace_rows = count_rows()
+                phases.append(item)
+                s = result.summary
+                log(
+                    f"  {s['per_second']:.1f}/s, server p50 {fmt(percentile(result.server_ms, 50), 2)} ms, "
+                    f"p99 {fmt(percentile(result.server_ms, 99), 2)} ms, {s['errors']} errors"
+                    + (f", {item.trace_rows} trace rows for {item.ledger_rows} webhooks" if traced else "")
+                )
+    finally:
+        for web in servers.values():
+            web.stop()
+        with contextlib.suppress(redis.RedisError, psycopg.Error):
+            reset_state()
+    text = tracing_report(phases, args, concurrency)
+    (RESULTS / "ingest-tracing.md").write_text(text)
+    print()
+    print(text, end="")
+    log(f"written to {(RESULTS / 'ingest-tracing.md').relative_to(ROOT)}")
+    return 0
+
+
 # Optional profile
 # ------------------------------------------------------------------------------
 
@@ -627,20 +843,37 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 def exit_cleanly_on_signals() -> None:
     """SIGTERM/SIGHUP unwind through `finally`, so the processes a benchmark started are stopped."""
-    exit_cleanly_on_signals()
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per phase (default 10)")
     parser.add_argument("--warmup", type=float, default=1.5, help="warm-up per phase (default 1.5)")
-    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
+    parser.add_argument(
+        "--concurrency", default=None, help="comma-separated (default 1,8,32; with --tracing both, one level: 8)"
+    )
     parser.add_argument("--profile", action="store_true", help="then profile a gunicorn worker at concurrency 8")
     parser.add_argument("--profile-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--tracing",
+        choices=("on", "off", "both"),
+        default=None,
+        help=(
+            "on/off: the web server with or without the tracer (default: BENCH_TRACING, on); both: no baseline, "
+            "traced and untraced web phases alternating for --rounds rounds, and the tracer's cost"
+        ),
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="with --tracing both: rounds (default 4)")
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     exit_cleanly_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.tracing == "both":
+        return run_tracing_both(args)
+    if args.tracing is not None:
+        os.environ["BENCH_TRACING"] = "true" if args.tracing == "on" else "false"
+    levels = [int(c) for c in (args.concurrency or "1,8,32").split(",") if c.strip()]
 
     log(f"database {DB_NAME}: drop, create, migrate")
     pg = recreate_database()
