@@ -54,7 +54,8 @@ def _user_fields(user: Any) -> tuple[str, str, str]:
 
 def classify(body: dict[str, Any]) -> Classification:
     event_type = body.get("type")
-    if event_type in LAB_REPORT_TYPES or (
+    # `type` may be any JSON value: a list or an object is unhashable, so test the type first.
+    if (isinstance(event_type, str) and event_type in LAB_REPORT_TYPES) or (
         event_type is None and "upload_id" in body and isinstance(body.get("data"), list)
     ):
         return Classification(event_type=LAB_REPORT, reference_id=safe_text(body.get("upload_id")) or "")

@@ -31,6 +31,8 @@ class InvalidSignature(Exception):
 class ParsedSignature:
     timestamp: int
     signatures: tuple[str, ...]
+    # The digits exactly as sent: Terra signs this text, so `t=0017...` is signed with its zeros.
+    timestamp_text: str = ""
 
 
 _MAX_HEADER_LENGTH = 4096
@@ -54,10 +56,10 @@ def parse_signature_header(header: str | None) -> ParsedSignature:
         # Other schemes (v0, ...) are ignored: accepting them would allow a downgrade.
     if timestamp is None or not signatures or not timestamp.isascii() or not timestamp.isdigit():
         raise InvalidSignature(SignatureFailure.MALFORMED_HEADER)
-    return ParsedSignature(timestamp=int(timestamp), signatures=tuple(signatures))
+    return ParsedSignature(timestamp=int(timestamp), signatures=tuple(signatures), timestamp_text=timestamp)
 
 
-def compute_signature(body: bytes, secret: str, timestamp: int) -> str:
+def compute_signature(body: bytes, secret: str, timestamp: int | str) -> str:
     return hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
@@ -71,7 +73,7 @@ def verify_signature(
 ) -> None:
     """Return if any `v1` matches any secret within the window; else raise InvalidSignature."""
     parsed = parse_signature_header(header)
-    expected = [compute_signature(body, secret, parsed.timestamp) for secret in secrets]
+    expected = [compute_signature(body, secret, parsed.timestamp_text) for secret in secrets]
     # Every comparison runs, so timing does not reveal which secret or which v1 matched.
     matched = False
     for candidate in parsed.signatures:
@@ -79,5 +81,6 @@ def verify_signature(
             matched |= hmac.compare_digest(candidate.encode(), digest.encode())
     if not matched:
         raise InvalidSignature(SignatureFailure.MISMATCH)
-    if abs(now - parsed.timestamp) > tolerance:
+    # Compared, not subtracted: a correctly signed t of 4000 digits has no float to convert to.
+    if not now - tolerance <= parsed.timestamp <= now + tolerance:
         raise InvalidSignature(SignatureFailure.STALE)

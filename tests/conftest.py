@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 from django.conf import settings
 from django.test import Client
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 import tests.fault_hooks  # noqa: F401 - registers the test-only event types in this process too
 from tests.fake_clerk import AUTHORIZED_PARTY as CLERK_AUTHORIZED_PARTY
@@ -16,6 +20,18 @@ from tests.fake_clerk import FakeClerk, SigningKey
 from tests.fake_terra import FakeTerra
 from tests.live import CeleryWorker, service_env
 from tests.terra import signed_headers
+
+# Property tests stay bounded (each test sets its own example count) and take no deadline, since
+# the machine is shared; CI draws the same examples every run, so a failure there reproduces.
+# Failing examples are remembered under var/ (ignored by git) for the next local run.
+hypothesis.settings.register_profile(
+    "amy",
+    max_examples=100,
+    deadline=None,
+    database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent / "var" / "hypothesis"),
+)
+hypothesis.settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true") else "amy")
 
 
 @pytest.fixture

@@ -228,7 +228,8 @@ def _reference_range(reader: PayloadReader, ranges: Any) -> tuple[float | None, 
         if not isinstance(candidate, dict):
             continue
         kind = candidate.get("type", candidate.get("classification"))
-        if kind is not None and kind not in _NORMAL_RANGE_TYPES:
+        # Any JSON value may stand here; a list or an object is unhashable.
+        if kind is not None and (not isinstance(kind, str) or kind not in _NORMAL_RANGE_TYPES):
             continue
         low = reader.number(candidate, "lower") if "lower" in candidate else reader.number(candidate, "lower_bound")
         high = reader.number(candidate, "upper") if "upper" in candidate else reader.number(candidate, "upper_bound")

@@ -24,10 +24,10 @@ def parse(payload: dict[str, Any]) -> ParsedRows:
             {
                 "date": reader.required_day(item, "metadata", "start_time"),
                 "period_start_date": reader.day(item, CYCLE, "period_start_date"),
-                "period_length_days": reader.integer(item, CYCLE, "period_length_days"),
-                "day_in_cycle": reader.integer(item, CYCLE, "day_in_cycle"),
-                "cycle_length_days": reader.integer(item, CYCLE, "cycle_length_days"),
-                "phase": reader.integer(item, CYCLE, "current_phase"),
+                "period_length_days": reader.int32(item, CYCLE, "period_length_days"),
+                "day_in_cycle": reader.int32(item, CYCLE, "day_in_cycle"),
+                "cycle_length_days": reader.int32(item, CYCLE, "cycle_length_days"),
+                "phase": reader.int32(item, CYCLE, "current_phase"),
             },
         )
     parsed.warnings = reader.warnings

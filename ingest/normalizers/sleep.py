@@ -44,7 +44,7 @@ def parse(payload: dict[str, Any]) -> ParsedRows:
                 "awake_seconds": reader.number(item, DURATIONS, "awake", "duration_awake_state_seconds"),
                 "in_bed_seconds": reader.number(item, DURATIONS, "other", "duration_in_bed_seconds"),
                 "sleep_latency_seconds": reader.number(item, DURATIONS, "awake", "sleep_latency_seconds"),
-                "wakeup_events": reader.integer(item, DURATIONS, "awake", "num_wakeup_events"),
+                "wakeup_events": reader.int32(item, DURATIONS, "awake", "num_wakeup_events"),
                 "efficiency": reader.number(item, DURATIONS, "sleep_efficiency"),
                 "avg_hr_bpm": reader.number(item, *HEART, "avg_hr_bpm"),
                 "min_hr_bpm": reader.number(item, *HEART, "min_hr_bpm"),

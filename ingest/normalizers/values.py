@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from datetime import UTC, date, datetime
 from typing import Any
 
 from ingest.errors import BadData
 
 _INT64 = 2**63 - 1
+_INT32 = 2**31 - 1
+# A warning shows a bounded picture of the value: repr() of a 10 MB list, or of one nested 900
+# deep, would cost the whole size (or the recursion limit) to say "is not a number".
+_SHOWN = reprlib.Repr(maxlevel=3, maxstring=60, maxother=60, maxlong=40, maxlist=4, maxdict=4)
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -38,7 +43,7 @@ class PayloadReader:
         return obj
 
     def _warn(self, path: tuple[str, ...], value: Any, expected: str) -> None:
-        shown = repr(value)
+        shown = _SHOWN.repr(value)
         self.warnings.append(f"{'.'.join(path)}: {shown[:60]} is not {expected}; stored as null")
 
     def number(self, obj: Any, *path: str) -> float | None:
@@ -75,6 +80,14 @@ class PayloadReader:
             self._warn(path, value, "a 64-bit integer")
             return None
         return round(number)
+
+    def int32(self, obj: Any, *path: str) -> int | None:
+        """An integer for a PostgreSQL `integer` column: beyond 32 bits it is null with a warning."""
+        value = self.integer(obj, *path)
+        if value is not None and abs(value) > _INT32:
+            self._warn(path, value, "a 32-bit integer")
+            return None
+        return value
 
     def text(self, obj: Any, *path: str, max_length: int | None = None) -> str | None:
         value = self.get(obj, *path)
@@ -132,7 +145,11 @@ class PayloadReader:
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """An aware datetime from ISO 8601 text; no offset means UTC; beyond microseconds is cut."""
+    """An aware datetime from ISO 8601 text; no offset means UTC; beyond microseconds is cut.
+
+    None also for a time whose UTC instant falls outside years 1-9999 (`0001-01-01T00:00+14:00`):
+    PostgreSQL would store it, but Python cannot read it back.
+    """
     if not isinstance(value, str) or not value.strip():
         return None
     text = _FRACTION.sub(r"\1", value.strip())
@@ -140,7 +157,13 @@ def parse_timestamp(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return None
+    return parsed
 
 
 def data_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
