@@ -4,7 +4,8 @@ path pins its own algorithm and key type (SPEC §5)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
@@ -13,7 +14,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from accounts.clerk import clerk_token_verify
-from accounts.models import User
+from accounts.models import User, UserErasure
 from accounts.tokens import InvalidToken, cli_token_verify
 
 _MAX_TOKEN_LENGTH = 8192
@@ -25,6 +26,27 @@ class TokenInfo:
 
     kind: Literal["cli", "clerk"]
     claims: dict[str, Any]
+    # The token was issued before its user asked for the account's erasure, which is still
+    # running: it may repeat the DELETE /v1/me, nothing else (accounts.permissions).
+    erasure_pending: bool = False
+
+
+class AccountErased(InvalidToken):
+    """The token was issued before its account was erased."""
+
+
+def _issued_at(claims: dict[str, Any]) -> datetime | None:
+    # Clerk requires nbf, not iat; a token with neither counts as issued before anything.
+    value = claims.get("iat", claims.get("nbf"))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _issued_before(claims: dict[str, Any], moment: datetime) -> bool:
+    issued_at = _issued_at(claims)
+    # iat has whole seconds: a token of the erasure's own second is refused too.
+    return issued_at is None or issued_at <= moment.replace(microsecond=0)
 
 
 def user_for_token(token: str) -> tuple[User, TokenInfo]:
@@ -42,7 +64,16 @@ def user_for_token(token: str) -> tuple[User, TokenInfo]:
         info = TokenInfo("clerk", clerk_token_verify(token, header.get("kid")))
     else:
         raise InvalidToken("unsupported algorithm")
-    user, _ = User.objects.get_or_create(id=info.claims["sub"])
+    subject = info.claims["sub"]
+    user = User.objects.filter(pk=subject).first()
+    if user is None:
+        # Rare (a first sign-in, or one after an erasure): only here is the erasure record read.
+        erased_at = UserErasure.objects.filter(pk=subject).values_list("requested_at", flat=True).first()
+        if erased_at is not None and _issued_before(info.claims, erased_at):
+            raise AccountErased("the account was erased")
+        user, _ = User.objects.get_or_create(id=subject)
+    elif user.erasure_requested_at is not None and _issued_before(info.claims, user.erasure_requested_at):
+        info = replace(info, erasure_pending=True)
     return user, info
 
 
@@ -55,6 +86,8 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise AuthenticationFailed("Use `Authorization: Bearer <token>`.")
         try:
             return user_for_token(header[1].decode("ascii"))
+        except AccountErased as exc:
+            raise AuthenticationFailed("This account was erased; sign in again to start a new one.") from exc
         except (InvalidToken, UnicodeDecodeError) as exc:
             raise AuthenticationFailed("The token is not valid.") from exc
 

@@ -9,6 +9,9 @@ class User(models.Model):
     id = models.CharField(primary_key=True, max_length=255)
     email = models.EmailField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by DELETE /v1/me: tokens issued up to then are refused (but for repeating the DELETE)
+    # while the erasure runs; the row is deleted when it is done.
+    erasure_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "users"
@@ -56,3 +59,34 @@ class DeviceLogin(models.Model):
     def __str__(self) -> str:
         state = "consumed" if self.consumed_at else "approved" if self.approved_at else "pending"
         return f"Device login {self.pk} ({state})"
+
+
+class UserErasure(models.Model):
+    """An account erasure (DELETE /v1/me), kept after the user row is gone.
+
+    Keyed by the subject rather than a foreign key: it must outlive the user, because a token
+    issued before the erasure still verifies (Clerk's until it expires) and must not bring the
+    account back. A token issued afterwards starts a new, empty account under the same subject.
+    """
+
+    user_id = models.CharField(primary_key=True, max_length=255)
+    requested_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, default="", blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # What the erasure could not do outside our database (Terra refusing or unreachable after the
+    # retries, a stored file that would not delete): [{"step", "target", "error"}]. The database
+    # rows are erased regardless; operators follow up from here.
+    errors = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        db_table = "user_erasures"
+        indexes = [
+            # Requeueing erasures whose message was lost: the unfinished ones.
+            models.Index(
+                fields=["requested_at"], name="user_erasures_pending_idx", condition=models.Q(completed_at=None)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Erasure of {self.user_id} ({'done' if self.completed_at else 'pending'})"

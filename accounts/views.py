@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -30,6 +30,7 @@ from accounts.device_login import (
     user_code_format,
     user_code_normalize,
 )
+from accounts.permissions import ActiveAccount
 from accounts.throttles import DeviceStartRateThrottle, DeviceTokenRateThrottle
 from accounts.tokens import cli_token_revoke
 from amy.errors import ApiError, ErrorCode
@@ -112,7 +113,7 @@ class DeviceLoginStartApi(NoStoreMixin, APIView):
 
 
 class DeviceLoginApproveApi(APIView):
-    permission_classes = [IsAuthenticated, IsClerkSession]
+    permission_classes = [ActiveAccount, IsClerkSession]
 
     @extend_schema_serializer(component_name="DeviceLoginApproval")
     class InputSerializer(serializers.Serializer):

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
@@ -24,9 +26,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.erasure import user_erasure_request
 from accounts.models import User
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
+from amy.request_context import current_request_id
 from ingest.models import TerraConnection
+from ingest.services.erasure import erasure_publish
 from ingest.services.terra_account import connect_session, connection_disconnect, connections_refresh_if_due
 from ingest.terra_client import TerraError, TerraNotConfigured, TerraRejected, TerraUnavailable
 
@@ -90,6 +95,9 @@ class MeUserSerializer(serializers.ModelSerializer):
 
 
 class MeApi(APIView):
+    # A client may repeat its DELETE while the erasure runs (accounts.permissions.ActiveAccount).
+    allow_during_erasure = ("DELETE",)
+
     @extend_schema_serializer(component_name="Me")
     class OutputSerializer(serializers.Serializer):
         user = MeUserSerializer()
@@ -114,6 +122,29 @@ class MeApi(APIView):
                 "connections_stale": stale,
             }
         )
+
+    @extend_schema_serializer(component_name="Erasure")
+    class ErasureSerializer(serializers.Serializer):
+        id = serializers.CharField(help_text="The erased user's id.")
+        status = serializers.ChoiceField(choices=["pending"])
+
+    @extend_schema(
+        responses={202: ErasureSerializer},
+        summary="Erase the caller's account and data",
+        description=(
+            "Deauthorizes every connection at Terra, deletes typed rows, lab files and imports, "
+            "redacts the ledger payloads of the caller's Terra users (rows kept without payload), "
+            "then deletes the user — asynchronously. Idempotent while it runs. Tokens issued before "
+            "the request are refused from then on (but for repeating this request); a later sign-in "
+            "starts a new, empty account."
+        ),
+        tags=["account"],
+    )
+    def delete(self, request: Request) -> Response:
+        user: User = request.user  # type: ignore[assignment]
+        erasure = user_erasure_request(user=user, request_id=current_request_id.get())
+        transaction.on_commit(partial(erasure_publish, erasure.user_id, current_request_id.get()), robust=True)
+        return Response({"id": erasure.user_id, "status": "pending"}, status=202)
 
 
 def _provider(value: Any) -> str | None:

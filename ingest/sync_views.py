@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,8 +24,6 @@ _SYNC_RESPONSE = {
 
 
 class SyncApi(APIView):
-    permission_classes = [IsAuthenticated]
-
     @extend_schema(
         operation_id="sync",
         summary="Changes to the caller's tables since a cursor",

@@ -12,6 +12,7 @@ from ingest.imports.services import ImportRunStatus, import_job_process, import_
 from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_uploads_resubmit_stale
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
+from ingest.services.erasure import erasure_publish, erasures_requeue, user_erase
 from ingest.services.processing import ProcessStatus, raw_event_process
 from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_recent
 from ingest.terra_client import TerraRejected, TerraUnavailable
@@ -46,7 +47,8 @@ def normalize_raw_event(
 
 @shared_task(name="ingest.drain_stuck_events", acks_late=True)
 def drain_stuck_events() -> dict[str, int]:
-    """The five-minute safety net: stuck ledger rows, and lab uploads whose submission was lost."""
+    """The five-minute safety net: stuck ledger rows, and lab submissions, import runs and account
+    erasures whose message was lost."""
     result: DrainResult = raw_events_drain(
         limit=settings.AMY_DRAIN_LIMIT, window_seconds=settings.AMY_DRAIN_WINDOW_SECONDS
     )
@@ -56,6 +58,7 @@ def drain_stuck_events() -> dict[str, int]:
         "dead_lettered": result.dead_lettered,
         "lab_uploads_requeued": lab_uploads_resubmit_stale(),
         "import_jobs_requeued": len(import_jobs_requeue()),
+        "erasures_requeued": sum(erasure_publish(user_id) for user_id in erasures_requeue()),
     }
 
 
@@ -126,3 +129,24 @@ def import_job_run(self: Task, import_job_id: int, request_id: str | None = None
     if result.status == ImportRunStatus.RETRY:
         raise self.retry(countdown=result.retry_in, kwargs={"import_job_id": import_job_id, "request_id": request_id})
     return result.status.value
+
+
+@shared_task(
+    bind=True,
+    name="ingest.user_erase",  # queue `amy`, the default
+    acks_late=True,
+    autoretry_for=(TerraUnavailable, LabStorageUnavailable),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=5,
+)
+def user_erase_task(self: Task, user_id: str, request_id: str | None = None) -> str:
+    """Carry out an account erasure (DELETE /v1/me); the last attempt erases the database rows
+    even if Terra or the file store still fail, and records what it could not do."""
+    token = current_request_id.set(request_id)
+    try:
+        final_attempt = self.request.called_directly or self.request.retries >= (self.max_retries or 0)
+        return user_erase(user_id=user_id, final_attempt=final_attempt).value
+    finally:
+        current_request_id.reset(token)

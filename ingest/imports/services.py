@@ -64,11 +64,9 @@ from enum import StrEnum
 from functools import partial
 from typing import IO, Any
 
-from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import Storage
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
@@ -84,12 +82,12 @@ from ingest.models import ImportFormat, ImportJob, ImportJobStatus, LabUpload, R
 from ingest.publish import publish_dead_letter_copy, publish_raw_events
 from ingest.services.processing import retry_countdown
 from ingest.services.webhook import dedup_key_for, raw_event_insert
+from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
 
 IMPORT_TASK = "ingest.import_job_run"
 IMPORT_QUEUE = "amy"
-STORAGE_ALIAS = "uploads"
 DEFAULT_BATCH_SIZE = 500
 UNFINISHED = (ImportJobStatus.PENDING, ImportJobStatus.PROCESSING)
 
@@ -104,8 +102,6 @@ _LOCK_WAIT_SECONDS = 5.0
 _SAFE_KEY_PART = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _JSON_WHITESPACE = b" \t\r\n"
 _BROKER_ERRORS = (KombuError, KombuOperationalError, RedisError, OSError, TimeoutError)
-# What the stores raise when they fail: the local disk, and S3 through boto3.
-STORAGE_ERRORS = (OSError, BotoCoreError, ClientError, Boto3Error)
 
 
 class ImportTooLarge(Exception):
@@ -114,10 +110,6 @@ class ImportTooLarge(Exception):
 
 class ImportStorageUnavailable(Exception):
     """The file store failed while the upload was being stored."""
-
-
-def uploads_storage() -> Storage:
-    return storages[STORAGE_ALIAS]
 
 
 def batch_size_setting() -> int:
@@ -214,17 +206,10 @@ def import_job_create(*, user: User, spool: ImportSpool, request_id: str | None 
             )
             transaction.on_commit(partial(publish_import_job, job_id, request_id), robust=True)
     except BaseException:
-        _delete_quietly(storage, stored_name)
+        delete_quietly(storage, stored_name)
         raise
     logger.info("import %d stored (%s, %d bytes)", job_id, fmt, spool.size)
     return job
-
-
-def _delete_quietly(storage: Storage, name: str) -> None:
-    try:
-        storage.delete(name)
-    except STORAGE_ERRORS as exc:
-        logger.error("stored import file %s left behind: %s", name, type(exc).__name__)
 
 
 def publish_import_job(import_job_id: int, request_id: str | None = None) -> bool:
@@ -392,14 +377,6 @@ def import_job_fail(*, import_job_id: int, error: str, attempts: int | None = No
     return bool(updated)
 
 
-def _is_missing(exc: BaseException) -> bool:
-    if isinstance(exc, FileNotFoundError):
-        return True
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code in {"NoSuchKey", "404", "NotFound"}
-
-
 def open_stored(storage: Storage, name: str, offset: int) -> Any:
     """The stored file as a stream with `read(n)` and `close()`, from byte `offset`.
 
@@ -457,7 +434,7 @@ class _Run:
         try:
             return open_stored(uploads_storage(), self.job.storage_key, self.job.byte_offset)
         except STORAGE_ERRORS as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 raise _Unreadable("the stored file is missing") from exc
             raise
 

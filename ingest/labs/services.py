@@ -25,11 +25,9 @@ from enum import StrEnum
 from functools import partial
 from typing import IO, Any
 
-from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import Storage
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Prefetch, QuerySet
 from django.db.models.functions import Now
@@ -42,12 +40,12 @@ from ingest.labs.upload import LabFile
 from ingest.models import Biomarker, LabUpload, LabUploadStatus
 from ingest.services.labs import lab_upload_set_terra_id
 from ingest.terra_client import TerraClient, TerraNotConfigured, TerraRejected, TerraUnavailable
+from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
 
 SUBMIT_TASK = "ingest.lab_upload_submit"
 SUBMIT_QUEUE = "amy"
-STORAGE_ALIAS = "uploads"
 # Above any phone camera (48 MP), well below what would exhaust a worker: a HEIC declaring more
 # is refused before it is decoded (a decompression bomb is small on disk and huge in memory).
 HEIC_MAX_PIXELS = 50_000_000
@@ -61,22 +59,6 @@ class LabStorageUnavailable(Exception):
 
 class LabFileUnreadable(Exception):
     """The stored file cannot be turned into something Terra takes: retrying will not help."""
-
-
-def uploads_storage() -> Storage:
-    return storages[STORAGE_ALIAS]
-
-
-# What the stores raise when they fail: the local disk, and S3 through boto3.
-STORAGE_ERRORS = (OSError, BotoCoreError, ClientError, Boto3Error)
-
-
-def _is_missing(exc: BaseException) -> bool:
-    if isinstance(exc, FileNotFoundError):
-        return True
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code in {"NoSuchKey", "404", "NotFound"}
 
 
 def storage_key_for(*, user_id: str, lab_upload_id: int, kind: FileKind) -> str:
@@ -117,7 +99,7 @@ def lab_upload_create(
             transaction.on_commit(submit_later(lab_upload.pk, request_id), robust=True)
     except BaseException:
         if stored_name is not None:
-            _delete_quietly(storage, stored_name)
+            delete_quietly(storage, stored_name)
         raise
     return lab_upload
 
@@ -132,13 +114,6 @@ def _store(storage: Storage, key: str, file: LabFile, kind: FileKind) -> str:
     except STORAGE_ERRORS as exc:
         logger.warning("lab file not stored: %s", type(exc).__name__)
         raise LabStorageUnavailable(str(type(exc).__name__)) from exc
-
-
-def _delete_quietly(storage: Storage, name: str) -> None:
-    try:
-        storage.delete(name)
-    except STORAGE_ERRORS as exc:
-        logger.error("stored lab file %s left behind after a failed upload: %s", name, type(exc).__name__)
 
 
 def submit_later(lab_upload_id: int, request_id: str | None) -> Callable[[], None]:
@@ -295,7 +270,7 @@ def read_stored(storage_key: str) -> bytes:
         with uploads_storage().open(storage_key, "rb") as stored:
             return stored.read(settings.AMY_LAB_MAX_BYTES + 1)
     except STORAGE_ERRORS as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             raise LabFileUnreadable("The stored file is missing.") from exc
         raise LabStorageUnavailable(type(exc).__name__) from exc
 
@@ -358,7 +333,7 @@ def lab_upload_delete(*, user: User, lab_upload_id: int) -> bool:
             try:
                 storage.delete(lab_upload.storage_key)
             except STORAGE_ERRORS as exc:
-                if not _is_missing(exc):
+                if not is_missing(exc):
                     logger.warning("lab file of upload %d not deleted: %s", lab_upload_id, type(exc).__name__)
                     raise LabStorageUnavailable(type(exc).__name__) from exc
         lab_upload.delete()
@@ -391,7 +366,7 @@ def lab_file_open(*, lab_upload: LabUpload) -> IO[bytes]:
     try:
         return uploads_storage().open(lab_upload.storage_key, "rb")
     except STORAGE_ERRORS as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             raise LabFileUnreadable("The stored file is missing.") from exc
         raise LabStorageUnavailable(type(exc).__name__) from exc
 

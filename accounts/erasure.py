@@ -1,0 +1,28 @@
+"""Asking for an account's erasure (DELETE /v1/me, SPEC §5); ingest carries it out
+(ingest/services/erasure.py), since it owns most of what is erased."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User, UserErasure
+
+
+def user_erasure_request(*, user: User, request_id: str | None = None) -> UserErasure:
+    """Record the erasure (once: asking again returns the same record) and stamp the user, so
+    tokens issued until now are refused from the commit on. The caller queues the work."""
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        erasure, created = UserErasure.objects.get_or_create(
+            pk=user.pk, defaults={"requested_at": timezone.now(), "request_id": request_id or ""}
+        )
+        if not created and erasure.completed_at is not None:
+            # An earlier erasure finished and the subject signed in again: this is a new one.
+            erasure.requested_at, erasure.completed_at = timezone.now(), None
+            erasure.request_id, erasure.attempts, erasure.errors = request_id or "", 0, []
+            erasure.save()
+        if locked.erasure_requested_at is None:
+            locked.erasure_requested_at = erasure.requested_at
+            locked.save(update_fields=["erasure_requested_at"])
+    return erasure
