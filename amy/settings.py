@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "corsheaders",
     "accounts",
     "ingest",
     "admin_ops",
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "amy.middleware.RequestIdMiddleware",
     "admin_ops.metrics.MetricsMiddleware",
+    # Before anything that may answer on its own, so those answers carry the CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "accounts.idempotency.IdempotencyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -198,7 +201,12 @@ CLERK_JWKS_REFETCH_SECONDS = env.float("CLERK_JWKS_REFETCH_SECONDS", default=60.
 CLERK_JWKS_CACHE_SECONDS = env.float("CLERK_JWKS_CACHE_SECONDS", default=3600.0)
 # Clock skew allowed on exp/nbf of Clerk session tokens (short-lived by design).
 CLERK_LEEWAY_SECONDS = 5
+# CORS (django-cors-headers) on the CLI API only (SPEC §1); none allowed unless configured.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/v1/.*$"
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key", "x-amy-request-id"]
+CORS_EXPOSE_HEADERS = ["x-amy-request-id", "retry-after"]
+CORS_PREFLIGHT_MAX_AGE = 600
 AMY_ERRORS_DOCS_URL = env.str("AMY_ERRORS_DOCS_URL", default="https://api.amy.health/docs/errors")
 
 # FILE STORAGE (lab reports, imports)
