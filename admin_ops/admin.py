@@ -1,11 +1,12 @@
 """The operations console (SPEC §6): the Django admin mounted at `/console/`.
 
 Built like healthchecks' `PingsAdmin` (STYLE 27): the big tables (`raw_events`, `trace_events`)
-never run a `COUNT(*)` — `show_full_result_count = False` and a paginator with a fixed count —
-their list never loads `payload`, their filters have fixed choices (no `SELECT DISTINCT` over the
-table) and their search is exact matches on indexed columns. Everything is read-only; the only
-writes are the replay action, which calls the replay service with the staff username as the actor,
-and "mark skipped" for dead or parked rows.
+never run a `COUNT(*)` — `show_full_result_count = False`, no facet counts ("Show counts"), and a
+paginator that reads one row past the page instead of counting — their list never loads `payload`,
+their filters have fixed choices (no `SELECT DISTINCT` over the table) and their search is exact
+matches on indexed columns. Everything is read-only; the only writes are the replay action, which
+calls the replay service with the staff username as the actor, and "mark skipped" for dead or
+parked rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.core.paginator import Paginator
+from django.contrib.admin.views.main import PAGE_VAR
+from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -44,12 +46,60 @@ _ERROR_PREVIEW = 80
 class NoCountPaginator(Paginator):
     """A paginator that never counts: the changelist shows pages without a `COUNT(*)`.
 
-    The count is a fixed large number, so "next" is always offered; a page past the end is empty.
+    Its count is how far the rows are known to go: those before the page asked for, plus that
+    page's rows with one row past it, read in the page's own query (which the page then reuses).
+    So the pages offered end where the rows do and "next" appears only when there is a next row
+    (a fixed count made the console claim a billion rows for three dead letters); a page past the
+    end is empty.
     """
+
+    def __init__(self, *args: Any, page_number: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.page_number = max(page_number, 1)
+
+    @cached_property
+    def _rows(self) -> list[Any]:
+        offset = (self.page_number - 1) * self.per_page
+        return list(self.object_list[offset : offset + self.per_page + 1])
 
     @cached_property
     def count(self) -> int:  # type: ignore[override]
-        return 1_000_000_000
+        offset = (self.page_number - 1) * self.per_page
+        return offset + max(len(self._rows), 1 if offset else 0)
+
+    def page(self, number: Any) -> Page:
+        number = self.validate_number(number)
+        if number != self.page_number:
+            return super().page(number)
+        return self._get_page(self._rows[: self.per_page], number, self)
+
+
+class NoCountAdmin(admin.ModelAdmin):
+    """A big table's admin: no `COUNT(*)` from the paginator, "show all" or the filters' counts."""
+
+    show_full_result_count = False
+    # "Show counts" would run a COUNT per filter over the whole table.
+    show_facets = admin.ShowFacets.NEVER
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        try:
+            page_number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            page_number = 1
+        return NoCountPaginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page_number)
+
+    @property
+    def list_max_show_all(self) -> int:  # type: ignore[override]
+        # The count is exact only when every row fits on the first page: "show all" must never
+        # load more than one page.
+        return self.list_per_page
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -110,7 +160,7 @@ def _exact_search(queryset: QuerySet, search_term: str, text_fields: tuple[str, 
 
 
 @admin.register(RawEvent)
-class RawEventAdmin(admin.ModelAdmin):
+class RawEventAdmin(NoCountAdmin):
     list_display = (
         "id",
         "event_type",
@@ -129,8 +179,6 @@ class RawEventAdmin(admin.ModelAdmin):
     raw_id_fields = ("parent", "user")
     ordering = ("-id",)
     list_per_page = 100
-    show_full_result_count = False
-    paginator = NoCountPaginator
     actions = ("replay", "mark_skipped")
     exclude = ("payload",)
 
@@ -243,15 +291,13 @@ class LevelFilter(admin.SimpleListFilter):
 
 
 @admin.register(TraceEvent)
-class TraceEventAdmin(ReadOnlyAdmin):
+class TraceEventAdmin(ReadOnlyAdmin, NoCountAdmin):
     list_display = ("ts", "level", "event", "request_id", "user_id", "raw_event_id", "duration_ms", "message")
     list_filter = (LevelFilter, "ts")
     search_fields = ("=request_id", "=user_id")
     search_help_text = "An exact request id, user id, or raw event id."
     ordering = ("-ts",)
     list_per_page = 100
-    show_full_result_count = False
-    paginator = NoCountPaginator
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()
