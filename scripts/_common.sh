@@ -98,3 +98,32 @@ with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as co
         print(f"created database {config['NAME']}", file=sys.stderr)
 PY
 }
+
+# The console's browser test drives Debian's chromium through its chromedriver: selenium-manager
+# must never download a browser at test time, so both come from apt, once per machine.
+ensure_chromium() {
+    local chromium=/usr/bin/chromium driver=/usr/bin/chromedriver packages=(chromium chromium-driver)
+    if [ -x "$chromium" ] && [ -x "$driver" ]; then return; fi
+    local why="the console's browser test needs $chromium and $driver: install the Debian packages ${packages[*]}"
+    command -v apt-get >/dev/null || die "$why (apt-get is not available here)."
+    local as_root=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "$why (not root and no sudo)."
+        as_root=(sudo -n)
+    fi
+    # Waits for another apt run's lock instead of failing at once (several checkouts, one machine).
+    local apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600)
+    local log
+    log="$(mktemp)"
+    say "installing ${packages[*]}"
+    # A stale package index is the usual reason an install fails: update only then.
+    if ! "${apt[@]}" install -y --no-install-recommends "${packages[@]}" >"$log" 2>&1; then
+        if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${packages[@]}"; } >"$log" 2>&1; then
+            tail -n 20 "$log" >&2
+            rm -f "$log"
+            die "$why (apt-get install failed; output above)."
+        fi
+    fi
+    rm -f "$log"
+    [ -x "$chromium" ] && [ -x "$driver" ] || die "$why (installed, but the binaries are missing)."
+}
