@@ -136,7 +136,9 @@ def report(args: argparse.Namespace, pg: dict[str, str], figures: dict[str, Any]
         (
             f"- sync poller: `/v1/sync?limit=5000` from no cursor, following cursors, a round every "
             f"{1000 * args.interval:g} ms ({figures['sync_requests']} requests, p50 "
-            f"{fmt(figures['sync_request_p50'], 1)} ms each, errors: {figures['sync_errors'] or 0})"
+            f"{fmt(figures['sync_request_p50'], 1)} ms each, errors: {figures['sync_errors'] or 0}); the sync serves "
+            "rows below the cluster's oldest running transaction: the longest one seen open during the run was "
+            f"{figures['oldest'][0]:.1f} s old (database {figures['oldest'][1]})"
         ),
         (
             f"- baseline (same run, same clock): a poller asking PostgreSQL every {1000 * args.interval:g} ms "
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync_requests": sync.requests,
         "sync_request_p50": percentile(sorted(1000 * s for s in sync.request_seconds), 50),
         "sync_errors": dict(sync.errors),
+        "oldest": db.oldest_transaction,
         "cpu": cpu_usage(
             before,
             after,

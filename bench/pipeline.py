@@ -318,9 +318,17 @@ class SyncPoller(threading.Thread):
 
 
 class DbPoller(threading.Thread):
-    """Every `interval` seconds: which answered events have typed rows in PostgreSQL now."""
+    """Every `interval` seconds: which answered events have typed rows in PostgreSQL now. Every
+    second also: the oldest transaction holding a transaction id anywhere in the cluster, since
+    /v1/sync serves only rows below the cluster-wide xmin (ingest/sync.py): on a shared server another database's long
+    transaction delays every user's sync, and the report should say so."""
 
     QUERY = " UNION ALL ".join(f"SELECT raw_event_id FROM {t} WHERE raw_event_id = ANY(%(ids)s)" for t in TYPED_TABLES)
+    OLDEST = (
+        "SELECT coalesce(datname, '?'), extract(epoch FROM now() - xact_start)::float8 FROM pg_stat_activity "
+        "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+        "AND xact_start IS NOT NULL ORDER BY xact_start LIMIT 1"
+    )
 
     def __init__(self, database_url: str, tracker: Tracker, *, interval: float = 0.05):
         super().__init__(daemon=True, name="db-poller")
@@ -328,21 +336,27 @@ class DbPoller(threading.Thread):
         self.tracker = tracker
         self.interval = interval
         self.errors = 0
+        self.oldest_transaction: tuple[float, str] = (0.0, "-")  # (seconds open, database)
         self._stop = threading.Event()
 
     def run(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+            checked = 0.0
             while not self._stop.is_set():
                 started = time.monotonic()
                 with self.tracker.lock:
                     pending = list(self.tracker.pending_db)
-                if pending:
-                    try:
+                try:
+                    if pending:
                         rows = conn.execute(self.QUERY, {"ids": pending}).fetchall()
-                    except psycopg.Error:
-                        self.errors += 1
-                    else:
                         self.tracker.seen_in_db([r[0] for r in rows], time.monotonic())
+                    if started - checked >= 1.0:
+                        checked = started
+                        oldest = conn.execute(self.OLDEST).fetchone()
+                        if oldest and oldest[1] > self.oldest_transaction[0]:
+                            self.oldest_transaction = (oldest[1], oldest[0])
+                except psycopg.Error:
+                    self.errors += 1
                 self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
 
     def stop(self) -> None:
