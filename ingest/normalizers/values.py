@@ -93,7 +93,13 @@ class PayloadReader:
         value = self.get(obj, *path)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        # NaN and Infinity parse from JSON as floats; "nan" is no name or id anyone sent.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, str | int | float)
+            or value in (math.inf, -math.inf)
+            or value != value
+        ):
             self._warn(path, value, "text")
             return None
         text = _clean_text(str(value))
