@@ -51,7 +51,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "amy.urls"
 WSGI_APPLICATION = "amy.wsgi.application"
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the admin's files straight from the installed apps, so neither `scripts/run`
+# nor the image needs a collectstatic step (hence no STATIC_ROOT); the files are few (the
+# console's) and found at start.
+WHITENOISE_USE_FINDERS = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -75,6 +78,8 @@ MIDDLEWARE = [
     # Before anything that may answer on its own, so those answers carry the CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The console's CSS and JS, from the app's own process (no separate static server to run).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.idempotency.IdempotencyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -230,3 +230,9 @@ def test_the_other_admins_render(console: Client) -> None:
         response = console.get(path)
         assert response.status_code == 200, path
         assert text in response.content.decode(), path
+
+
+def test_the_consoles_static_files_are_served_by_the_app_itself(client: Client) -> None:
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).strip()
