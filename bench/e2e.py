@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         pollers = [sync, db]
         for poller in pollers:
             poller.start()
-        after_id = warm_up(stack, tracker, DATABASE_URL, SECRET, args.warmup_events)
+        after_id = warm_up(stack.web.url, tracker, DATABASE_URL, SECRET, args.warmup_events, check=stack.check)
         wait_visible(tracker, 30)  # the warm-up's rows, so the poller's cursor is at the end
         sync.requests, sync.request_seconds = 0, []
         log(f"sending {count} webhooks at {args.rate:g}/s (open loop)")

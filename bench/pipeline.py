@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -728,10 +729,20 @@ def prepare_run() -> tuple[dict[str, str], dict[str, Any]]:
     return pg, run_setup(service_env())
 
 
-def warm_up(stack: BenchStack, tracker: Tracker, database_url: str, secret: str, count: int, rate: float = 20.0) -> int:
-    """`count` webhooks through the whole stack (both gunicorn workers, the pool children, the
-    sync poller's first pages), waited for in SQL; the last warm-up ledger id."""
-    sender = Sender(stack.web.url, secret, tracker, threads=16, label=WARMUP)
+def warm_up(
+    url: str,
+    tracker: Tracker,
+    database_url: str,
+    secret: str,
+    count: int,
+    *,
+    rate: float = 20.0,
+    check: Callable[[], None] = lambda: None,
+) -> int:
+    """`count` webhooks through the whole stack at `url` (both gunicorn workers, the pool
+    children, the sync poller's first pages), waited for in SQL (calling `check` meanwhile, to
+    fail early when a process died); the last warm-up ledger id."""
+    sender = Sender(url, secret, tracker, threads=16, label=WARMUP)
     send_steady(sender, Bodies(first_serial=-1000).many(count), rate=rate, kind=WARMUP)
     sender.close()
     warm = [s for s in tracker.sent if s.kind == WARMUP]
@@ -741,9 +752,9 @@ def warm_up(stack: BenchStack, tracker: Tracker, database_url: str, secret: str,
     with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
         deadline = time.monotonic() + 60
         while wait_final(conn, 0, 1) and time.monotonic() < deadline:
-            stack.check()
+            check()
         if wait_final(conn, 0, 0):
-            raise TimeoutError(f"the warm-up events were not all processed in 60 s; see {stack.worker_log}")
+            raise TimeoutError("the warm-up events were not all processed in 60 s")
     return max(s.raw_event_id or 0 for s in warm)
 
 

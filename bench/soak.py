@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         pollers = [sync, db]
         for poller in pollers:
             poller.start()
-        after_id = warm_up(stack, tracker, DATABASE_URL, SECRET, args.warmup_events)
+        after_id = warm_up(stack.web.url, tracker, DATABASE_URL, SECRET, args.warmup_events, check=stack.check)
         wait_visible(tracker, 30)
         gunicorn_pid, celery_pid = stack.pids
         sampler = RssSampler(gunicorn_pid=gunicorn_pid, celery_pid=celery_pid, interval=args.sample)
