@@ -236,3 +236,39 @@ def test_the_consoles_static_files_are_served_by_the_app_itself(client: Client) 
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content).strip()
+
+
+def test_the_filters_counts_are_never_shown_even_when_asked_for(console: Client) -> None:
+    dead("daily", n=1)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = console.get(f"{CHANGELIST}?_facets=True")
+
+    assert response.status_code == 200
+    assert _counts_on(queries, "raw_events") == []
+
+
+def _rows(count: int) -> None:
+    RawEvent.objects.bulk_create(
+        RawEvent(event_type="daily", terra_user_id="tu-many", payload="{}", dedup_key=f"many-{n}") for n in range(count)
+    )
+
+
+def test_the_pages_offered_end_where_the_rows_do(console: Client) -> None:
+    _rows(205)  # list_per_page is 100
+
+    first = console.get(CHANGELIST).context["cl"]
+    last = console.get(f"{CHANGELIST}?p=3").context["cl"]
+
+    assert first.paginator.num_pages == 2  # known so far: this page and one row past it
+    assert len(first.result_list) == 100
+    assert last.paginator.num_pages == 3
+    assert len(last.result_list) == 5
+
+
+def test_show_all_never_loads_more_than_one_page(console: Client) -> None:
+    _rows(205)
+
+    cl = console.get(f"{CHANGELIST}?all=").context["cl"]
+
+    assert len(cl.result_list) == 100
