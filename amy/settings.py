@@ -359,11 +359,13 @@ LOGGING = {
             "formatter": "json",
             "filters": ["request_id"],
         },
-        # Trace records (amy.tracing) also go to trace_events, buffered and written in bulk.
+        # Trace records (amy.tracing): buffered, then a background thread writes their JSON lines
+        # to stdout and their rows to trace_events (COPY), off the request's path.
         "trace_db": {
             "class": "admin_ops.trace_handler.TraceDatabaseHandler",
-            "batch_size": env.int("AMY_TRACE_BATCH_SIZE", default=200),
-            "flush_interval_ms": env.int("AMY_TRACE_FLUSH_MS", default=200),
+            "stream": "ext://sys.stdout",
+            "batch_size": env.int("AMY_TRACE_BATCH_SIZE", default=1000),
+            "flush_interval_ms": env.int("AMY_TRACE_FLUSH_MS", default=250),
         },
     },
     "root": {"handlers": ["stdout"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -371,7 +373,7 @@ LOGGING = {
         # Django logs every 4xx as a warning with the path; our own lines say more.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
-        # Traces: stored by trace_db, and on stdout through root, whatever LOG_LEVEL says.
-        "amy.trace": {"handlers": ["trace_db"], "level": "INFO"},
+        # Traces: on stdout and in trace_events through trace_db alone, whatever LOG_LEVEL says.
+        "amy.trace": {"handlers": ["trace_db"], "level": "INFO", "propagate": False},
     },
 }

@@ -1,10 +1,12 @@
 """The tracer (SPEC §6): `start(event)` → `end(**extra)` / `fail(exc)`, and `info/warn/error`.
 
-It speaks through Python's logging (logger `amy.trace`): every trace is a log record carrying a
-`trace` dict, so it shows on stdout as a JSON line, and admin_ops' handler (installed in LOGGING)
-stores it in `trace_events`. The request id comes from the context unless given; ids are attached
-as given. It never raises, and it records no secrets or raw bodies: only scalar values, short
-strings, and no key that names a secret, a signature, a body or a payload.
+Every trace is one record: a JSON line on stdout and a row in `trace_events`, both written by the
+handler LOGGING installs on the `amy.trace` logger (admin_ops.trace_handler) from its background
+thread. The tracer hands the record over as a plain tuple (no LogRecord, no formatter on the
+caller's thread: the webhook's cost of tracing is a goal, issue 6); without that handler it falls
+back to an ordinary log record on `amy.trace`. The request id comes from the context unless
+given; ids are attached as given. It never raises, and it records no secrets or raw bodies: only
+scalar values, short strings, and no key that names a secret, a signature, a body or a payload.
 
 `AMY_TRACING = False` makes every call a no-op (for measuring the tracer's cost).
 """
@@ -35,11 +37,25 @@ def _enabled() -> bool:
     return bool(getattr(settings, "AMY_TRACING", True))
 
 
+# Key -> may it be recorded; the same few keys come back on every request, so the pattern runs
+# once per key, not once per record. Bounded: a caller inventing keys cannot grow it for ever.
+_key_allowed: dict[str, bool] = {}
+
+
+def _allowed(key: str) -> bool:
+    allowed = _key_allowed.get(key)
+    if allowed is None:
+        allowed = _FORBIDDEN_KEY.search(key) is None
+        if len(_key_allowed) < 1000:
+            _key_allowed[key] = allowed
+    return allowed
+
+
 def _clean(data: dict[str, Any]) -> dict[str, Any]:
     """Scalars only, strings cut short, secret-looking keys dropped."""
     out: dict[str, Any] = {}
-    for key, value in list(data.items())[:_MAX_KEYS]:
-        if _FORBIDDEN_KEY.search(key):
+    for key, value in list(data.items())[:_MAX_KEYS] if len(data) > _MAX_KEYS else data.items():
+        if not _allowed(key):
             continue
         if value is None or isinstance(value, bool | int | float):
             out[key] = value
@@ -50,11 +66,41 @@ def _clean(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sink() -> Any:
+    """The installed trace handler's `submit`, or None (looked up each time: LOGGING may be
+    configured again, e.g. by tests; the logger has one or two handlers)."""
+    for handler in _logger.handlers:
+        submit = getattr(handler, "submit", None)
+        if submit is not None:
+            return submit
+    return None
+
+
 def _emit(level: int, event: str, message: str, ids: dict[str, Any], data: dict[str, Any], **fields: Any) -> None:
     try:
+        request_id = ids.get("request_id") or current_request_id.get()
+        submit = _sink()
+        if submit is not None:
+            submit(
+                (
+                    time.time(),
+                    level,
+                    event[:100],
+                    message or event,
+                    request_id,
+                    ids.get("user_id"),
+                    ids.get("terra_user_id"),
+                    ids.get("raw_event_id"),
+                    _clean(data) if data else {},
+                    fields.get("duration_ms"),
+                    fields.get("error_name"),
+                    fields.get("error_stack"),
+                )
+            )
+            return
         trace = {
             "event": event[:100],
-            "request_id": ids.get("request_id") or current_request_id.get(),
+            "request_id": request_id,
             "user_id": ids.get("user_id"),
             "terra_user_id": ids.get("terra_user_id"),
             "raw_event_id": ids.get("raw_event_id"),

@@ -3,13 +3,16 @@ no secrets in traces, /admin/traces and the retention job."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -102,15 +105,134 @@ def test_a_failing_trace_write_does_not_fail_the_request_and_says_so_on_stderr(
     assert not TraceEvent.objects.filter(request_id=response.json()["request_id"]).exists()
 
 
-def test_the_tracer_itself_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_log(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("logging is broken")
+def test_a_copy_the_database_refuses_is_reported_and_leaves_the_callers_transaction_usable(
+    post_webhook: PostWebhook,
+    handler: TraceDatabaseHandler,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    lines = io.StringIO()
+    monkeypatch.setattr(handler, "stream", lines)
+    with connection.cursor() as cursor:  # rolled back with the test
+        cursor.execute("ALTER TABLE trace_events RENAME TO trace_events_away")
+    response = post_webhook(sample("auth_success"))
+    assert response.status_code == 200
+    handler.flush()
 
-    monkeypatch.setattr(tracing._logger, "log", broken_log)
-    span = tracing.start("anything", raw_event_id=1)
-    span.end(outcome="ok")
-    tracing.start("other").fail(ValueError("boom"))
-    tracing.warn("a_warning", reason="x")
+    assert "amy.trace: trace write failed" in capfd.readouterr().err
+    # The stdout copy went out before the rows were tried.
+    assert response.json()["request_id"] in lines.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM raw_events WHERE request_id = %s", [response.json()["request_id"]])
+        assert cursor.fetchone() == (1,)
+
+
+def test_the_webhook_answers_before_its_traces_are_written(
+    post_webhook: PostWebhook, handler: TraceDatabaseHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = io.StringIO()
+    monkeypatch.setattr(handler, "stream", lines)
+    response = post_webhook(sample("auth_success"))
+    assert response.status_code == 200
+    request_id = response.json()["request_id"]
+    # Buffered only: no row and no stdout line until the writer (here: the test) flushes.
+    assert not TraceEvent.objects.filter(request_id=request_id).exists()
+    assert lines.getvalue() == ""
+    handler.flush()
+    assert set(TraceEvent.objects.filter(request_id=request_id).values_list("event", flat=True)) == {
+        "webhook_start",
+        "webhook_complete",
+    }
+
+
+def test_each_trace_is_one_json_line_on_stdout_with_its_ids(
+    post_webhook: PostWebhook, handler: TraceDatabaseHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = io.StringIO()
+    monkeypatch.setattr(handler, "stream", lines)
+    response = post_webhook(sample("auth_success"))
+    tracing.start("normalize", request_id=response.json()["request_id"], raw_event_id=7).fail(ValueError("boom"))
+    handler.flush()
+
+    request_id, raw_event_id = response.json()["request_id"], response.json()["raw_event_id"]
+    out = [json.loads(line) for line in lines.getvalue().splitlines()]
+    mine = {line["trace"]["event"]: line for line in out if line["request_id"] == request_id}
+    assert set(mine) == {"webhook_start", "webhook_complete", "normalize_start", "normalize_failed"}
+    done = mine["webhook_complete"]
+    assert (done["level"], done["logger"], done["message"]) == ("INFO", "amy.trace", "webhook_complete")
+    assert done["trace"]["raw_event_id"] == raw_event_id
+    assert done["trace"]["data"] == {"type": "auth", "duplicate": False}
+    assert done["trace"]["duration_ms"] >= 0
+    assert done["ts"].endswith("+00:00")
+    failed = mine["normalize_failed"]
+    assert (failed["level"], failed["trace"]["error_name"]) == ("ERROR", "ValueError")
+    assert "ValueError: boom" in failed["trace"]["error_stack"]
+    # Each line's row says the same.
+    row = TraceEvent.objects.get(request_id=request_id, event="normalize_failed")
+    assert (row.level, row.raw_event_id, row.error_name) == ("error", 7, "ValueError")
+
+
+def test_a_record_logged_on_the_trace_logger_takes_the_same_path(
+    handler: TraceDatabaseHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = io.StringIO()
+    monkeypatch.setattr(handler, "stream", lines)
+    trace = {"event": "logged_directly", "request_id": "req_logged", "raw_event_id": 3, "data": {"n": 1}}
+    logging.getLogger("amy.trace").warning("by hand", extra={"trace": trace})
+    handler.flush()
+    row = TraceEvent.objects.get(request_id="req_logged")
+    assert (row.event, row.level, row.message, row.raw_event_id, row.data) == (
+        "logged_directly",
+        "warn",
+        "by hand",
+        3,
+        {"n": 1},
+    )
+    assert json.loads(lines.getvalue())["trace"]["event"] == "logged_directly"
+
+
+def test_values_the_database_would_refuse_are_made_storable_rather_than_losing_the_batch(
+    handler: TraceDatabaseHandler, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tracing.info("odd_values", "nul\x00inside", request_id="req_odd", raw_event_id=2**70, note="a\x00b")
+    tracing.info("next_one", request_id="req_odd")
+    handler.flush()
+    assert "trace write failed" not in capfd.readouterr().err
+    rows = {row.event: row for row in TraceEvent.objects.filter(request_id="req_odd")}
+    assert set(rows) == {"odd_values", "next_one"}
+    assert rows["odd_values"].raw_event_id is None
+    assert "\x00" not in rows["odd_values"].message
+    assert "\x00" not in json.dumps(rows["odd_values"].data)
+
+
+def test_the_tracer_itself_never_raises(handler: TraceDatabaseHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing is broken")
+
+    # Through the trace handler, and through plain logging when no such handler is installed.
+    monkeypatch.setattr(handler, "submit", broken)
+    monkeypatch.setattr(tracing._logger, "log", broken)
+    for sink in (tracing._sink, lambda: None):
+        monkeypatch.setattr(tracing, "_sink", sink)
+        span = tracing.start("anything", raw_event_id=1)
+        span.end(outcome="ok")
+        tracing.start("other").fail(ValueError("boom"))
+        tracing.warn("a_warning", reason="x")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_writer_stores_traces_on_its_own(post_webhook: PostWebhook) -> None:
+    installed = trace_handler()
+    assert installed is not None
+    # Out of the hour-long wait an earlier test's `handler` fixture may have left it in.
+    installed._wake.set()
+    response = post_webhook(sample("auth_success"))
+    # The webhook's own rows: a live worker may trace its normalization under the same request id.
+    rows = TraceEvent.objects.filter(request_id=response.json()["request_id"], event__startswith="webhook_")
+    deadline = time.monotonic() + 10
+    while rows.count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(rows.values_list("event", flat=True)) == {"webhook_start", "webhook_complete"}
 
 
 def test_trace_rows_hold_no_secret_signature_or_payload(client: Client, handler: TraceDatabaseHandler) -> None:
