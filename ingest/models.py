@@ -78,6 +78,12 @@ class RawEvent(models.Model):
             models.Index(fields=["terra_user_id"], name="raw_events_parked_idx", condition=Q(state="parked")),
             # Un-parking lab reports when their upload appears (keyed by Terra's upload id).
             models.Index(fields=["reference_id"], name="raw_events_parked_ref_idx", condition=Q(state="parked")),
+            # The console's exact search on a Terra user and a user's newest rows (the ops snapshot):
+            # with the id, the newest rows of one Terra user come from a backward scan of the index.
+            # Built CONCURRENTLY (migration 0009) so that a live ledger keeps taking webhooks.
+            models.Index(fields=["terra_user_id", "id"], name="raw_events_terra_user_idx"),
+            # The console's source filter: imported rows are few among webhooks, newest first.
+            models.Index(fields=["id"], name="raw_events_not_webhook_idx", condition=~Q(source="webhook")),
             models.Index(fields=["received_at"], name="raw_events_received_at_idx"),
             models.Index(fields=["request_id"], name="raw_events_request_id_idx"),
         ]
