@@ -171,6 +171,10 @@ AMY_DRAIN_LIMIT = env.int("AMY_DRAIN_LIMIT", default=500)
 AMY_DRAIN_WINDOW_SECONDS = env.int("AMY_DRAIN_WINDOW_SECONDS", default=24 * 3600)
 AMY_VISIBILITY_TIMEOUT = env.int("AMY_VISIBILITY_TIMEOUT", default=1800)
 AMY_TASK_TIME_LIMIT = env.int("AMY_TASK_TIME_LIMIT", default=300)
+# After its own event a normalize delivery takes waiting rows in batches of this many, for at most
+# this long (0 turns it off): one Celery hand-off costs more than normalizing an event.
+AMY_NORMALIZE_BATCH_SIZE = env.int("AMY_NORMALIZE_BATCH_SIZE", default=100)
+AMY_NORMALIZE_BATCH_SECONDS = env.float("AMY_NORMALIZE_BATCH_SECONDS", default=2.0)
 # After a failed publish the web process stops trying Redis for this long (the drain catches up),
 # so a broker outage costs one slow request per process, not one per webhook.
 AMY_PUBLISH_COOLDOWN_SECONDS = env.float("AMY_PUBLISH_COOLDOWN_SECONDS", default=5.0)

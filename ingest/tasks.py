@@ -13,7 +13,7 @@ from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_u
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
 from ingest.services.erasure import erasure_publish, erasures_requeue, user_erase
-from ingest.services.processing import ProcessStatus, raw_event_process
+from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_process_ready
 from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_recent
 from ingest.terra_client import TerraRejected, TerraUnavailable
 
@@ -43,6 +43,10 @@ def normalize_raw_event(
             countdown=result.retry_in,
             kwargs={"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": result.attempts},
         )
+    if result.status != ProcessStatus.NOT_CLAIMED:
+        # One message's hand-off costs more than an event's work: take the rows waiting behind
+        # it too. A message that found its row done already skips this (a batch just ran).
+        raw_events_process_ready()
 
 
 @shared_task(name="ingest.drain_stuck_events", acks_late=True)

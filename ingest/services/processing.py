@@ -9,6 +9,15 @@ The shape of a delivery:
    delivery stale (its `attempts` no longer matches), so exactly one delivery writes.
 3. On failure: bad data is dead-lettered at once; anything else is retried with backoff and
    jitter, then dead-lettered.
+
+After its own event, a delivery may take further `received` rows in bounded batches
+(`raw_events_process_ready`): the Celery hand-off of one message costs more than normalizing an
+event, so one message normalizes many. The batch keeps the same guarantees: its claim counts each
+row's delivery and commits before the work; its transaction holds the rows' locks (a message for
+one of them skips it, as it would skip a row another delivery holds); each event runs in its own
+savepoint (a failure rolls back that event alone and takes the single path's retry or dead-letter
+route); and a batch killed mid-way leaves its rows `processing` with no pending retry, which their
+own messages (still queued behind it) or, past the lease, the drain claim again.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -26,23 +37,32 @@ from django.db.models.functions import Now
 
 from admin_ops import metrics
 from amy import tracing
+from amy.request_context import current_request_id
 from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
+from ingest.publish import NORMALIZE_QUEUE, NORMALIZE_TASK
 from ingest.services.dead_letter import raw_event_dead_letter
 
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_LENGTH = 2000
 
+# What a claim returns: everything the work needs, so that it never reads the row again.
+_CLAIMED_COLUMNS = (
+    "id, attempts, event_type, terra_user_id, reference_id, provider, ordering_ts, request_id, payload, source, user_id"
+)
+_CLAIM_SET = """
+SET attempts = attempts + 1, state = 'processing', process_error = NULL,
+    lease_until = now() + make_interval(secs => %(lease_seconds)s)
+"""
+
 # A row is claimable when it waits (`received`), when its holder is gone (`processing` with no
 # pending retry, or a lease that ran out), or by the retry message its own failure scheduled.
 # SKIP LOCKED: a row locked by a live worker is being processed right now; leave it alone.
-_CLAIM_SQL = """
-UPDATE raw_events
-SET attempts = attempts + 1, state = 'processing', process_error = NULL,
-    lease_until = now() + make_interval(secs => %(lease_seconds)s)
+_CLAIM_SQL = f"""
+UPDATE raw_events {_CLAIM_SET}
 WHERE id = (
     SELECT id FROM raw_events
     WHERE id = %(raw_event_id)s
@@ -53,8 +73,63 @@ WHERE id = (
                     OR attempts = %(retry_of)s)))
     FOR UPDATE SKIP LOCKED
 )
-RETURNING attempts
+RETURNING {_CLAIMED_COLUMNS}
 """
+
+# The batch: the oldest waiting rows (the drain's partial index serves `state = 'received'`).
+_CLAIM_READY_SQL = f"""
+UPDATE raw_events {_CLAIM_SET}
+WHERE id IN (
+    SELECT id FROM raw_events
+    WHERE state = 'received'
+    ORDER BY queued_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_CLAIMED_COLUMNS}
+"""
+
+# Inside the work's transaction: lock the claimed rows still ours (none was claimed again since).
+_LOCK_SQL = """
+SELECT r.id FROM raw_events r
+JOIN unnest(%s::bigint[], %s::bigint[]) AS c(id, attempts) ON r.id = c.id AND r.attempts = c.attempts
+WHERE r.state = 'processing'
+FOR UPDATE OF r
+"""
+
+_LOCK_ONE_SQL = "SELECT id FROM raw_events WHERE id = %s AND attempts = %s AND state = 'processing' FOR UPDATE"
+
+_RELEASE_SQL = """
+UPDATE raw_events r SET state = 'received', attempts = r.attempts - 1, lease_until = NULL
+FROM unnest(%s::bigint[], %s::bigint[]) AS c(id, attempts)
+WHERE r.id = c.id AND r.attempts = c.attempts AND r.state = 'processing'
+"""
+
+_MARK_SQL = """
+UPDATE raw_events
+SET state = %s, process_error = %s, processed_at = CASE WHEN %s THEN statement_timestamp() END,
+    lease_until = NULL, user_id = COALESCE(%s, user_id)
+WHERE id = %s
+"""
+
+_FINAL_STATES = (RawEventState.PROCESSED, RawEventState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """A claimed ledger row, as the claim returned it (the attributes event_context reads)."""
+
+    pk: int
+    attempts: int
+    event_type: str
+    terra_user_id: str
+    reference_id: str
+    provider: str
+    ordering_ts: int | None
+    request_id: str
+    payload: str | None
+    source: str
+    user_id: str | None
 
 
 class ProcessStatus(StrEnum):
@@ -78,8 +153,7 @@ def retry_countdown(retries: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
 
 
-def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | None:
-    """Claim a delivery; return the row's delivery count, or None when it is not ours to process."""
+def _claim(*, raw_event_id: int, retry_of: int | None) -> ClaimedEvent | None:
     # One statement in autocommit: committed before the work, with no BEGIN/COMMIT round trips.
     with connection.cursor() as cursor:
         cursor.execute(
@@ -91,10 +165,34 @@ def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | 
             },
         )
         row = cursor.fetchone()
-    return row[0] if row else None
+    return ClaimedEvent(*row) if row else None
 
 
-def event_context(raw_event: RawEvent, request_id: str | None = None) -> EventContext:
+def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | None:
+    """Claim a delivery; return the row's delivery count, or None when it is not ours to process."""
+    claimed = _claim(raw_event_id=raw_event_id, retry_of=retry_of)
+    return claimed.attempts if claimed else None
+
+
+def raw_events_claim_ready(*, limit: int) -> list[ClaimedEvent]:
+    """Claim up to `limit` waiting rows, oldest first, counting a delivery of each (committed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_READY_SQL, {"limit": limit, "lease_seconds": settings.AMY_TASK_TIME_LIMIT})
+        rows = cursor.fetchall()
+    return sorted((ClaimedEvent(*row) for row in rows), key=lambda claimed: claimed.pk)
+
+
+def _lock_claimed(claimed: list[ClaimedEvent]) -> set[int]:
+    """Lock, in the current transaction, the claimed rows no other delivery claimed since."""
+    with connection.cursor() as cursor:
+        if len(claimed) == 1:
+            cursor.execute(_LOCK_ONE_SQL, [claimed[0].pk, claimed[0].attempts])
+        else:
+            cursor.execute(_LOCK_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def event_context(raw_event: RawEvent | ClaimedEvent, request_id: str | None = None) -> EventContext:
     """What a normalizer sees of a ledger row; BadData when its payload is not a JSON object."""
     if raw_event.payload is None:
         raise BadData("payload erased")
@@ -130,19 +228,31 @@ def raw_event_mark(raw_event: RawEvent, outcome: Outcome) -> None:
     )
 
 
-def _normalize_claimed(*, raw_event_id: int, attempts: int, request_id: str | None) -> Outcome | None:
+def _mark(claimed: ClaimedEvent, outcome: Outcome) -> None:
+    # raw_event_mark's statement, without the ORM's per-call query building.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MARK_SQL, [outcome.state, outcome.reason, outcome.state in _FINAL_STATES, outcome.user_id, claimed.pk]
+        )
+
+
+def _normalize(claimed: ClaimedEvent, request_id: str | None) -> Outcome:
+    """The work of one claimed, locked row, in the caller's transaction (or savepoint)."""
+    metrics.note_event_type(claimed.event_type)
+    context = event_context(claimed, request_id)
+    outcome = normalizer_for(claimed.event_type)(context)
+    _mark(claimed, outcome)
+    for callback in outcome.after_commit:
+        transaction.on_commit(callback, robust=True)
+    return outcome
+
+
+def _normalize_claimed(claimed: ClaimedEvent, request_id: str | None) -> Outcome | None:
     """The work of one claimed delivery, in one transaction; None when the claim went stale."""
     with transaction.atomic():
-        raw_event = RawEvent.objects.select_for_update().filter(pk=raw_event_id).first()
-        if raw_event is None or raw_event.state != RawEventState.PROCESSING or raw_event.attempts != attempts:
+        if not _lock_claimed([claimed]):
             return None
-        metrics.note_event_type(raw_event.event_type)
-        context = event_context(raw_event, request_id)
-        outcome = normalizer_for(raw_event.event_type)(context)
-        raw_event_mark(raw_event, outcome)
-        for callback in outcome.after_commit:
-            transaction.on_commit(callback, robust=True)
-    return outcome
+        return _normalize(claimed, request_id)
 
 
 def _schedule_retry(*, raw_event_id: int, attempts: int, error: str, countdown: float) -> None:
@@ -168,35 +278,131 @@ def raw_event_process(
 def _process(
     *, raw_event_id: int, request_id: str | None, retries: int, retry_of: int | None, span: tracing.Span
 ) -> ProcessResult:
-    attempts = raw_event_claim(raw_event_id=raw_event_id, retry_of=retry_of)
-    if attempts is None:
+    claimed = _claim(raw_event_id=raw_event_id, retry_of=retry_of)
+    if claimed is None:
         logger.info("raw_event %d not claimed (terminal, or held by another delivery)", raw_event_id)
         return ProcessResult(ProcessStatus.NOT_CLAIMED)
-    if attempts > settings.AMY_MAX_DELIVERIES:
-        raw_event_dead_letter(raw_event_id=raw_event_id, error="max_deliveries", attempts=attempts)
-        return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
-
+    if claimed.attempts > settings.AMY_MAX_DELIVERIES:
+        raw_event_dead_letter(raw_event_id=raw_event_id, error="max_deliveries", attempts=claimed.attempts)
+        return ProcessResult(ProcessStatus.DEAD, attempts=claimed.attempts)
     try:
-        outcome = _normalize_claimed(raw_event_id=raw_event_id, attempts=attempts, request_id=request_id)
-    except BadData as exc:
+        outcome = _normalize_claimed(claimed, request_id)
+    except Exception as exc:  # noqa: BLE001 - the one boundary where any failure becomes a retry or a dead letter
+        return _failed(claimed, exc, retries=retries, span=span)
+    if outcome is None:
+        logger.info("raw_event %d claim went stale; another delivery processes it", raw_event_id)
+        return ProcessResult(ProcessStatus.NOT_CLAIMED, attempts=claimed.attempts)
+    logger.info("raw_event %d %s %s", raw_event_id, outcome.state, outcome.reason or "")
+    return ProcessResult(ProcessStatus.DONE, attempts=claimed.attempts, state=outcome.state)
+
+
+def _failed(claimed: ClaimedEvent, exc: Exception, *, retries: int, span: tracing.Span) -> ProcessResult:
+    """A delivery's failure: bad data is dead at once; anything else retries, then is dead."""
+    raw_event_id, attempts = claimed.pk, claimed.attempts
+    if isinstance(exc, BadData):
         span.fail(exc, attempts=attempts, outcome="dead")
         logger.warning("raw_event %d is bad data, dead-lettered: %s", raw_event_id, exc)
         raw_event_dead_letter(raw_event_id=raw_event_id, error=f"bad_data: {exc}", attempts=attempts)
         return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
-    except Exception as exc:  # noqa: BLE001 - the one boundary where any failure becomes a retry
-        error = f"{type(exc).__name__}: {exc}"
-        span.fail(exc, attempts=attempts, outcome="retry" if retries < settings.AMY_MAX_RETRIES else "dead")
-        if retries >= settings.AMY_MAX_RETRIES:
-            logger.warning("raw_event %d failed after %d retries, dead-lettered: %s", raw_event_id, retries, error)
-            raw_event_dead_letter(raw_event_id=raw_event_id, error=f"retries_exhausted: {error}", attempts=attempts)
-            return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
-        countdown = retry_countdown(retries)
-        logger.warning("raw_event %d failed, retry %d in %.1f s: %s", raw_event_id, retries + 1, countdown, error)
-        _schedule_retry(raw_event_id=raw_event_id, attempts=attempts, error=error, countdown=countdown)
-        return ProcessResult(ProcessStatus.RETRY, attempts=attempts, retry_in=countdown)
+    error = f"{type(exc).__name__}: {exc}"
+    span.fail(exc, attempts=attempts, outcome="retry" if retries < settings.AMY_MAX_RETRIES else "dead")
+    if retries >= settings.AMY_MAX_RETRIES:
+        logger.warning("raw_event %d failed after %d retries, dead-lettered: %s", raw_event_id, retries, error)
+        raw_event_dead_letter(raw_event_id=raw_event_id, error=f"retries_exhausted: {error}", attempts=attempts)
+        return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
+    countdown = retry_countdown(retries)
+    logger.warning("raw_event %d failed, retry %d in %.1f s: %s", raw_event_id, retries + 1, countdown, error)
+    _schedule_retry(raw_event_id=raw_event_id, attempts=attempts, error=error, countdown=countdown)
+    return ProcessResult(ProcessStatus.RETRY, attempts=attempts, retry_in=countdown)
 
-    if outcome is None:
-        logger.info("raw_event %d claim went stale; another delivery processes it", raw_event_id)
-        return ProcessResult(ProcessStatus.NOT_CLAIMED, attempts=attempts)
-    logger.info("raw_event %d %s %s", raw_event_id, outcome.state, outcome.reason or "")
-    return ProcessResult(ProcessStatus.DONE, attempts=attempts, state=outcome.state)
+
+# Batches
+# ------------------------------------------------------------------------------
+
+
+def _send_retry(raw_event_id: int, request_id: str | None, attempts: int, countdown: float) -> None:
+    """The retry message of a batched event's failure, as Task.retry would send it (retries = 1).
+
+    If it is lost, the row's lease runs out and the drain nudges it again.
+    """
+    from amy.celery import app as celery_app
+
+    try:
+        celery_app.send_task(
+            NORMALIZE_TASK,
+            kwargs={"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": attempts},
+            queue=NORMALIZE_QUEUE,
+            countdown=countdown,
+            retries=1,
+        )
+    except Exception as exc:  # noqa: BLE001 - a broker error must not fail the batch; the drain covers it
+        logger.warning("retry of raw_event %d not queued, left to the drain: %r", raw_event_id, exc)
+
+
+@metrics.timed_normalize
+def _process_batched(claimed: ClaimedEvent) -> ProcessResult:
+    """One event of a batch, in its own savepoint: traced and counted as a delivery of its own."""
+    request_id = claimed.request_id or None
+    token = current_request_id.set(request_id)
+    span = tracing.start("normalize", raw_event_id=claimed.pk, request_id=request_id, retries=0, batched=True)
+    try:
+        if claimed.attempts > settings.AMY_MAX_DELIVERIES:
+            raw_event_dead_letter(raw_event_id=claimed.pk, error="max_deliveries", attempts=claimed.attempts)
+            result = ProcessResult(ProcessStatus.DEAD, attempts=claimed.attempts)
+        else:
+            try:
+                with transaction.atomic():  # a savepoint: a failure rolls back this event alone
+                    outcome = _normalize(claimed, request_id)
+            except Exception as exc:  # noqa: BLE001 - per-event isolation: never fail the neighbours
+                # (When the batch's own transaction is broken, the dead letter or retry below
+                # raises, and the whole batch goes back to its rows' own messages.)
+                result = _failed(claimed, exc, retries=0, span=span)
+                if result.status == ProcessStatus.RETRY and result.retry_in is not None:
+                    transaction.on_commit(
+                        partial(_send_retry, claimed.pk, request_id, claimed.attempts, result.retry_in), robust=True
+                    )
+            else:
+                result = ProcessResult(ProcessStatus.DONE, attempts=claimed.attempts, state=outcome.state)
+        span.end(attempts=result.attempts, outcome=result.state or result.status)
+        return result
+    finally:
+        current_request_id.reset(token)
+
+
+def _release(claimed: list[ClaimedEvent]) -> None:
+    """Give back rows a batch claimed but did not reach: `received` again, the delivery uncounted."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
+
+
+def raw_events_process_ready(*, batch_size: int | None = None, max_seconds: float | None = None) -> dict[str, int]:
+    """Claim and process waiting rows in batches until none wait or `max_seconds` have passed.
+
+    Never raises: a batch that fails as a whole leaves its rows `processing` with no pending
+    retry, which is what their own messages (or, past the lease, the drain) claim again.
+    Returns how many events ended in each status.
+    """
+    size = settings.AMY_NORMALIZE_BATCH_SIZE if batch_size is None else batch_size
+    seconds = settings.AMY_NORMALIZE_BATCH_SECONDS if max_seconds is None else max_seconds
+    counts: dict[str, int] = {}
+    if size <= 0:
+        return counts
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            claimed = raw_events_claim_ready(limit=size)
+            if not claimed:
+                break
+            with transaction.atomic():
+                mine = _lock_claimed(claimed)
+                for index, event in enumerate(claimed):
+                    if time.monotonic() >= deadline:
+                        _release([e for e in claimed[index:] if e.pk in mine])
+                        break
+                    if event.pk in mine:
+                        status = str(_process_batched(event).status)
+                        counts[status] = counts.get(status, 0) + 1
+        except Exception:  # never fail the delivery that ran the batch
+            logger.exception("a normalize batch failed; its events go back to their own messages")
+            break
+    return counts

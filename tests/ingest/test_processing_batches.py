@@ -1,0 +1,118 @@
+"""Batches (`raw_events_process_ready`): after its own event, a delivery takes the rows waiting
+behind it. Each row keeps the single path's promises: one counted delivery, written once, a
+failure that stays its own (dead letter or retry), and the messages that arrive later for rows a
+batch already did are no-ops."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from django.utils import timezone
+
+from ingest.models import RawEvent, RawEventState
+from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_process_ready
+from tests.ledger import store
+from tests.queues import queued_task_kwargs
+from tests.terra import body_of, sample
+
+pytestmark = pytest.mark.django_db
+
+
+def states(*rows: RawEvent) -> list[tuple[str, int, str | None]]:
+    fresh = {row.pk: row for row in RawEvent.objects.filter(pk__in=[r.pk for r in rows])}
+    return [(fresh[r.pk].state, fresh[r.pk].attempts, fresh[r.pk].process_error) for r in rows]
+
+
+def skipped(n: int) -> RawEvent:
+    """A waiting row that needs no work (a healthcheck), distinct by `n`."""
+    return store(body_of({**json.loads(sample("healthcheck")), "n": n}))
+
+
+def test_a_batch_processes_every_waiting_row_once_and_their_own_messages_find_them_done() -> None:
+    # given
+    rows = [store(sample("auth_success")), skipped(1), skipped(2), store(body_of({"hello": "world"}))]
+    # when
+    counts = raw_events_process_ready()
+    # then: each row final after one counted delivery
+    assert counts == {"done": 4}
+    assert [state for state, _, _ in states(*rows)] == ["processed", "skipped", "skipped", "skipped"]
+    assert [attempts for _, attempts, _ in states(*rows)] == [1, 1, 1, 1]
+    # and the nudges still queued for them claim nothing and count nothing
+    assert {raw_event_process(raw_event_id=row.pk).status for row in rows} == {ProcessStatus.NOT_CLAIMED}
+    assert [attempts for _, attempts, _ in states(*rows)] == [1, 1, 1, 1]
+
+
+def test_bad_data_in_a_batch_is_dead_lettered_alone_and_its_neighbours_are_written() -> None:
+    before, bad, after = skipped(1), store(body_of({"type": "test.bad_data"})), skipped(2)
+    raw_events_process_ready()
+    assert states(before, bad, after) == [
+        ("skipped", 1, "skipped:healthcheck"),
+        ("dead", 1, "bad_data: impossible payload (test)"),
+        ("skipped", 1, "skipped:healthcheck"),
+    ]
+
+
+def test_a_transient_failure_in_a_batch_waits_for_its_retry_message_alone(
+    django_capture_on_commit_callbacks, redis_client: redis.Redis
+) -> None:
+    # given
+    failing, neighbour = store(body_of({"type": "test.always_fail"})), skipped(1)
+    # when: the batch runs, and its retry message is sent after commit
+    with django_capture_on_commit_callbacks(execute=True):
+        raw_events_process_ready()
+    # then: the neighbour is done; the failing row is leased past its retry, its error kept
+    failing.refresh_from_db()
+    assert (failing.state, failing.attempts) == (RawEventState.PROCESSING, 1)
+    assert failing.process_error == "ConnectionError: upstream unavailable (test)"
+    assert failing.lease_until is not None
+    assert failing.lease_until > timezone.now() + timedelta(seconds=20)
+    assert states(neighbour)[0][0] == "skipped"
+    # and the retry message on terra-events names this delivery, as Task.retry would have
+    assert queued_task_kwargs(redis_client, "terra-events") == [
+        {"raw_event_id": failing.pk, "request_id": "req_test", "retry_of": 1}
+    ]
+    # and only that retry may claim the row: a plain nudge (or the next batch) leaves it alone
+    assert raw_event_process(raw_event_id=failing.pk).status == ProcessStatus.NOT_CLAIMED
+    assert raw_events_process_ready() == {}
+    assert raw_event_process(raw_event_id=failing.pk, retries=1, retry_of=1).status == ProcessStatus.RETRY
+    assert states(failing)[0][:2] == ("processing", 2)
+
+
+def test_rows_a_batch_did_not_reach_in_time_are_given_back_uncounted() -> None:
+    # given: a slow event first, then rows the deadline will not leave time for
+    slow = store(body_of({"type": "test.sleep", "seconds": 0.3}))
+    waiting = [skipped(1), skipped(2)]
+    # when
+    counts = raw_events_process_ready(max_seconds=0.2)
+    # then: the slow one was written; the others wait again as if never claimed
+    assert counts == {"done": 1}
+    assert states(slow)[0][:2] == ("processed", 1)
+    assert states(*waiting) == [("received", 0, None), ("received", 0, None)]
+    assert all(row.lease_until is None for row in RawEvent.objects.filter(pk__in=[r.pk for r in waiting]))
+
+
+def test_a_batch_claims_again_while_rows_wait() -> None:
+    for n in range(5):
+        skipped(n)
+    # three claims of at most two rows each, until none waits
+    assert raw_events_process_ready(batch_size=2, max_seconds=5) == {"done": 5}
+    assert RawEvent.objects.filter(state=RawEventState.SKIPPED).count() == 5
+
+
+def test_batches_are_off_at_size_zero(settings) -> None:
+    settings.AMY_NORMALIZE_BATCH_SIZE = 0
+    row = skipped(1)
+    assert raw_events_process_ready() == {}
+    assert states(row) == [("received", 0, None)]
+
+
+def test_parked_dead_and_processing_rows_are_not_taken_by_a_batch() -> None:
+    parked, dead, held = skipped(1), skipped(2), skipped(3)
+    RawEvent.objects.filter(pk=parked.pk).update(state=RawEventState.PARKED)
+    RawEvent.objects.filter(pk=dead.pk).update(state=RawEventState.DEAD, process_error="max_deliveries")
+    RawEvent.objects.filter(pk=held.pk).update(state=RawEventState.PROCESSING, attempts=1)
+    assert raw_events_process_ready() == {}
+    assert [state for state, _, _ in states(parked, dead, held)] == ["parked", "dead", "processing"]
