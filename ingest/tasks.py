@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -18,6 +19,25 @@ from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_r
 from ingest.terra_client import TerraRejected, TerraUnavailable
 
 logger = logging.getLogger(__name__)
+
+# Terra may ask for a long pause (an account-wide rate limit); past this we try again anyway.
+MAX_RETRY_AFTER_SECONDS = 3600
+
+
+class TerraTask(Task):
+    """A task whose retries wait at least as long as Terra's Retry-After asked (TERRA.md §10).
+
+    Celery's autoretry computes an exponential backoff with full jitter, which can be far shorter
+    than a 429's Retry-After: retrying sooner only earns another 429 and spends a retry.
+    """
+
+    def retry(  # type: ignore[override]
+        self, *args: Any, exc: BaseException | None = None, countdown: float | None = None, **options: Any
+    ) -> Any:
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None and options.get("eta") is None:
+            countdown = max(countdown or 0, min(float(asked), MAX_RETRY_AFTER_SECONDS))
+        return super().retry(*args, exc=exc, countdown=countdown, **options)
 
 
 @shared_task(
@@ -68,6 +88,7 @@ def drain_stuck_events() -> dict[str, int]:
 
 @shared_task(
     bind=True,
+    base=TerraTask,
     name="ingest.connection_backfill",
     autoretry_for=(TerraUnavailable,),
     retry_backoff=30,
@@ -95,6 +116,7 @@ def reconcile_recent_task() -> dict[str, int | str]:
 
 @shared_task(
     bind=True,
+    base=TerraTask,
     name="ingest.lab_upload_submit",  # queue `amy`, the default
     acks_late=True,
     autoretry_for=(TerraUnavailable, LabStorageUnavailable),
@@ -137,6 +159,7 @@ def import_job_run(self: Task, import_job_id: int, request_id: str | None = None
 
 @shared_task(
     bind=True,
+    base=TerraTask,
     name="ingest.user_erase",  # queue `amy`, the default
     acks_late=True,
     autoretry_for=(TerraUnavailable, LabStorageUnavailable),

@@ -8,6 +8,11 @@ widget session; DELETE /auth/deauthenticateUser and any other POST/DELETE answer
 - `path_status` / `path_delay`: by path (as recorded, e.g. "/v2/userInfo"), over the above;
 - `user_status`: by the `user_id` query parameter, over all the above;
 - `headers`: extra response headers (e.g. Retry-After);
+- `user_delay`: by the `user_id` query parameter, over `delay` / `path_delay` (one slow connection);
+- `path_script`: by path, how that path's next requests are answered, one step per request, over
+  everything else: a status, or (status, delay) for a slow answer (`[503, (200, 5.0), 200]`:
+  fails, answers too late, then answers); the other settings apply once it is empty;
+- `status_headers`: extra response headers by status (e.g. {429: {"Retry-After": "7"}});
 - `user_info`: the JSON answer of GET /userInfo (None keeps the generic GET answer);
 - `widget_session`: the JSON answer of POST /auth/generateWidgetSession.
 """
@@ -37,6 +42,7 @@ class RecordedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes = b""
+    status: int = 0  # what the fake answered (set once it has decided)
 
     @property
     def json(self) -> Any:
@@ -52,9 +58,13 @@ class FakeTerra:
     path_delay: dict[str, float] = field(default_factory=dict)
     user_status: dict[str, int] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    user_delay: dict[str, float] = field(default_factory=dict)
+    path_script: dict[str, list[int | tuple[int, float]]] = field(default_factory=dict)
+    status_headers: dict[int, dict[str, str]] = field(default_factory=dict)
     user_info: Any = None
     widget_session: Any = field(default_factory=lambda: dict(DEFAULT_WIDGET_SESSION))
     server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def url(self) -> str:
@@ -66,16 +76,24 @@ class FakeTerra:
         self.requests.clear()
         self.status, self.delay = 200, 0.0
         self.path_status, self.path_delay, self.user_status, self.headers = {}, {}, {}, {}
+        self.user_delay, self.path_script, self.status_headers = {}, {}, {}
         self.user_info = None
         self.widget_session = dict(DEFAULT_WIDGET_SESSION)
 
     def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
 
+    def requests_of(self, user_id: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if (r.query.get("user_id") or [""])[0] == user_id]
+
     def _answer(self, request: RecordedRequest) -> tuple[int, float, Any]:
         user_id = (request.query.get("user_id") or [""])[0]
         status = self.user_status.get(user_id, self.path_status.get(request.path, self.status))
-        delay = self.path_delay.get(request.path, self.delay)
+        delay = self.user_delay.get(user_id, self.path_delay.get(request.path, self.delay))
+        script = self.path_script.get(request.path)
+        if script:
+            step = script.pop(0)
+            status, delay = step if isinstance(step, tuple) else (step, delay)
         if request.method == "GET" and request.path.endswith("/userInfo") and self.user_info is not None:
             body = self.user_info
         elif request.method == "GET" and request.path.endswith("/subscriptions"):
@@ -107,14 +125,16 @@ class FakeTerra:
                     self.rfile.read(length) if length else b"",
                 )
                 fake.requests.append(request)
-                status, delay, answer = fake._answer(request)
+                with fake._lock:  # one script step per request, even when requests race
+                    status, delay, answer = fake._answer(request)
+                request.status = status
                 time.sleep(delay)
                 body = json.dumps(answer).encode()
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(body)))
-                    for name, value in fake.headers.items():
+                    for name, value in {**fake.headers, **fake.status_headers.get(status, {})}.items():
                         self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(body)
