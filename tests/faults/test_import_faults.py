@@ -90,7 +90,7 @@ def start_stack(files: Path, **overrides: str) -> ImportStack:
     worker = CeleryWorker(env)
     if overrides.get(POISON_ENV) == "1":
         at = worker.command.index("tests.fault_hooks")
-        worker.command[at] = "tests.fault_hooks,tests.pipeline.test_import_faults"
+        worker.command[at] = "tests.fault_hooks,tests.faults.test_import_faults"
     try:
         worker.start()
     except BaseException:
