@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEADER = "x-admin-key"
+ADMIN_KEY_HEADER = "x-admin-key"
 ACTOR_HEADER = "x-admin-actor"
 _FAILURE_WINDOW_SECONDS = 60
 
@@ -75,7 +75,7 @@ class AdminKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[AdminPrincipal, None]:
         if _too_many_failures(request):
             raise Throttled(wait=_FAILURE_WINDOW_SECONDS)
-        given = request.headers.get(HEADER)
+        given = request.headers.get(ADMIN_KEY_HEADER)
         if not given:
             raise NotAuthenticated("The x-admin-key header is missing.")
         actor = (request.headers.get(ACTOR_HEADER) or "admin-key")[:255]
@@ -87,7 +87,7 @@ class AdminKeyAuthentication(BaseAuthentication):
         raise AuthenticationFailed("The admin key is not valid.")
 
     def authenticate_header(self, request: Request) -> str:
-        return HEADER
+        return ADMIN_KEY_HEADER
 
 
 class AdminKeyPermission(BasePermission):
