@@ -130,7 +130,7 @@ def report(args: argparse.Namespace, pg: dict[str, str], figures: dict[str, Any]
         ),
         (
             f"- stack: gunicorn amy.wsgi ({WEB_WORKERS} sync workers) + `celery worker -c {WORKER_CONCURRENCY}` "
-            "(prefork, production settings: acks late, prefetch 1, max 1000 tasks per child), LOG_LEVEL=WARNING; "
+            "(prefork, production settings: acks late, prefetch 1, max 10,000 tasks per child), LOG_LEVEL=WARNING; "
             "one user, 4 active Terra connections, a CLI token"
         ),
         (

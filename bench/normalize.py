@@ -483,7 +483,7 @@ def report(
         (
             "- worker: `celery -A amy worker -Q terra-events,amy -P prefork -c 1 --without-gossip "
             "--without-mingle --without-heartbeat`, production settings (prefetch 1, acks late, "
-            "max 1000 tasks per child), LOG_LEVEL=WARNING; nudges published with publish_raw_events "
+            "max 10,000 tasks per child), LOG_LEVEL=WARNING; nudges published with publish_raw_events "
             "from a separate process; time = from the start of the publish to the last row in a final "
             f"state (polled every {POLL_SECONDS * 1000:.0f} ms)"
         ),

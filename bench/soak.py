@@ -2,7 +2,7 @@
 books balanced at the end and the stack's memory watched throughout.
 
 Stack and client as bench/e2e.py (bench/pipeline.py): gunicorn (2 sync workers) and one Celery
-worker (`-c 2`, production settings, so pool children are replaced every 1000 tasks), the fresh
+worker (`-c 2`, production settings, so pool children are replaced every 10,000 tasks), the fresh
 bench database, one user with a CLI token. After a warm-up, distinct signed webhooks are sent
 open-loop at `--rate` per second for `--seconds`, then `--bursts` bursts of `--burst-size`
 webhooks sent at once, `--burst-gap` seconds apart; the CLI's sync loop and a SQL poller run
@@ -146,7 +146,7 @@ def report(args: argparse.Namespace, pg: dict[str, str], figures: dict[str, Any]
         ),
         (
             f"- stack: gunicorn amy.wsgi ({WEB_WORKERS} sync workers) + `celery worker -c {WORKER_CONCURRENCY}` "
-            "(prefork, production settings: acks late, prefetch 1, pool children replaced every 1000 tasks), "
+            "(prefork, production settings: acks late, prefetch 1, pool children replaced every 10,000 tasks), "
             "LOG_LEVEL=WARNING; the CLI's sync loop and a SQL poller every "
             f"{1000 * args.interval:g} ms throughout; the longest transaction seen open in the cluster (it holds "
             f"back every sync) was {figures['oldest'][0]:.1f} s old (database {figures['oldest'][1]})"
