@@ -112,10 +112,10 @@ def _record_answer(delivery: Delivery, response: httpx.Response) -> None:
     (delivery.answers if response.status_code == 200 else delivery.refusals).append(answer)
 
 
-def post_once(url: str, delivery: Delivery, *, timeout: float = TERRA_PUSH_TIMEOUT) -> str:
-    """One signed attempt (signed now, as Terra signs each delivery); its outcome is recorded."""
+def _attempt(delivery: Delivery, post: Callable[[], httpx.Response]) -> str:
+    """Run one delivery attempt and record its outcome: the status, or the transport error's name."""
     try:
-        response = httpx.post(url, content=delivery.body, headers=signed_headers(delivery.body), timeout=timeout)
+        response = post()
     except httpx.HTTPError as exc:
         outcome = type(exc).__name__
     else:
@@ -123,6 +123,13 @@ def post_once(url: str, delivery: Delivery, *, timeout: float = TERRA_PUSH_TIMEO
         _record_answer(delivery, response)
     delivery.attempts.append(outcome)
     return outcome
+
+
+def post_once(url: str, delivery: Delivery, *, timeout: float = TERRA_PUSH_TIMEOUT) -> str:
+    """One signed attempt (signed now, as Terra signs each delivery); its outcome is recorded."""
+    return _attempt(
+        delivery, lambda: httpx.post(url, content=delivery.body, headers=signed_headers(delivery.body), timeout=timeout)
+    )
 
 
 class WebhookStream:
@@ -241,12 +248,7 @@ def post_slowly(url: str, delivery: Delivery, pause: float) -> str:
     """One attempt whose body arrives in two halves `pause` s apart: a request a web worker is
     still reading (and holding) for that long. Recorded like any other attempt."""
     headers = {**signed_headers(delivery.body), "content-length": str(len(delivery.body))}
-    try:
-        response = httpx.post(url, content=_halves(delivery.body, pause), headers=headers, timeout=TERRA_PUSH_TIMEOUT)
-    except httpx.HTTPError as exc:
-        outcome = type(exc).__name__
-    else:
-        outcome = str(response.status_code)
-        _record_answer(delivery, response)
-    delivery.attempts.append(outcome)
-    return outcome
+    return _attempt(
+        delivery,
+        lambda: httpx.post(url, content=_halves(delivery.body, pause), headers=headers, timeout=TERRA_PUSH_TIMEOUT),
+    )
