@@ -87,8 +87,25 @@ def live_worker(django_db_setup: None, fake_terra: FakeTerra) -> Iterator[Celery
         )
     )
     worker.start()
+    _running_live_worker.append(worker)
     yield worker
+    _running_live_worker.clear()
     worker.kill()
+
+
+_running_live_worker: list[CeleryWorker] = []
+
+
+@pytest.fixture(autouse=True)
+def only_tests_that_ask_for_it_feed_the_live_worker(request: pytest.FixtureRequest) -> None:
+    """Once started, the live worker consumes the shared test queues: a task published by any
+    later test (a webhook's nudge, an account erasure) would run against the test database while
+    that test checks its rows or flushes the tables (a deadlock with the flush's TRUNCATE was seen).
+    So it consumes only during the tests that use it."""
+    if _running_live_worker:
+        from amy.celery import app
+
+        _running_live_worker[0].set_consuming("live_worker" in request.fixturenames, app)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -199,8 +200,13 @@ def service_env(*, database_url: str, redis_url: str, **overrides: str) -> dict[
     return env
 
 
+WORKER_QUEUES = ("terra-events", "amy")
+
+
 class CeleryWorker(ManagedProcess):
     def __init__(self, env: dict[str, str], concurrency: int = 2) -> None:
+        self.node_name = f"test-{free_port()}@{socket.gethostname()}"
+        self.consuming = True
         super().__init__(
             "worker",
             [
@@ -222,7 +228,7 @@ class CeleryWorker(ManagedProcess):
                 "-l",
                 "INFO",
                 "-n",
-                f"test-{free_port()}@%h",
+                self.node_name,
             ],
             env,
         )
@@ -234,6 +240,31 @@ class CeleryWorker(ManagedProcess):
 
     def pool_children(self) -> list[int]:
         return self.children()
+
+    def set_consuming(self, consuming: bool, app: Any) -> None:
+        """Start or stop taking messages from its queues (Celery's remote control, through `app`'s
+        broker). Stopping also waits for the tasks it is running to end; starting first empties
+        the queues of what was published while it did not consume."""
+        if consuming == self.consuming or not self.is_running():
+            return
+        control = app.control
+        if consuming:
+            with app.connection_for_write() as connection:
+                for queue in WORKER_QUEUES:
+                    with contextlib.suppress(Exception):
+                        connection.default_channel.queue_purge(queue)
+            for queue in WORKER_QUEUES:
+                control.add_consumer(queue, destination=[self.node_name], reply=True, timeout=10)
+        else:
+            for queue in WORKER_QUEUES:
+                control.cancel_consumer(queue, destination=[self.node_name], reply=True, timeout=10)
+
+            def idle() -> bool:
+                active = control.inspect(destination=[self.node_name], timeout=5).active() or {}
+                return not any(active.values())
+
+            wait_for(idle, 60, "the live worker to finish its tasks", interval=0.1)
+        self.consuming = consuming
 
 
 class Gunicorn(ManagedProcess):
