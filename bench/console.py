@@ -39,7 +39,6 @@ import argparse
 import datetime as dt
 import json
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,11 +50,11 @@ import psycopg
 from bench.ingest import (
     DATABASE_URL,
     DB_NAME,
-    PYTHON,
     RESULTS,
     ROOT,
     WEB_WORKERS,
     Gunicorn,
+    django_helper,
     exit_cleanly_on_signals,
     fmt,
     git_revision,
@@ -382,19 +381,7 @@ def _queries(paths: list[str]) -> list[dict[str, Any]]:
 
 def django_child(mode: str, payload: Any = None) -> Any:
     """Run `python -m bench.console <mode>` under the service's environment; its JSON answer."""
-    result = subprocess.run(
-        [PYTHON, "-m", "bench.console", mode],
-        cwd=ROOT,
-        env=service_env(),
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"{mode} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return json.loads(lines[-1].removeprefix("result "))
+    return django_helper("bench.console", mode, env=service_env(), payload=payload)
 
 
 # Pages and their baselines

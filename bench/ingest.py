@@ -117,6 +117,24 @@ def migrate() -> None:
         raise RuntimeError(f"migrate failed:\n{result.stdout}\n{result.stderr}")
 
 
+def django_helper(module: str, *args: str, env: dict[str, str], payload: Any = None, timeout: float = 300) -> Any:
+    """Run `python -m <module> <args>` (a benchmark's Django-side helper, which prints
+    `result <json>` last) under `env`, with `payload` as JSON on its stdin; its answer."""
+    result = subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return json.loads(lines[-1].removeprefix("result "))
+
+
 def reset_state() -> None:
     """An empty ledger and an empty Redis db 14 before each phase (outside the measured window)."""
     with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:

@@ -37,14 +37,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
 
 from bench.import_bench import children, memory_kib
-from bench.ingest import RESULTS, Gunicorn, markdown_table, migrate, recreate_database, service_env
+from bench.ingest import RESULTS, Gunicorn, django_helper, markdown_table, migrate, recreate_database, service_env
 from bench.load import WEBHOOK_PATH, percentile
 from bench.normalize import FINAL_STATES, TYPED_TABLES, flush_redis, kill_group, worker_command
 from bench.normalize_load import EVENT_TYPES, FIXTURES, distinct_body, writer_statements
@@ -114,18 +113,7 @@ def setup_user(user_id: str = USER_ID) -> dict[str, Any]:
 
 def run_setup(env: dict[str, str]) -> dict[str, Any]:
     """setup_user in a Django process on `env`'s database."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.pipeline", "setup"],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"setup failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return json.loads(lines[-1].removeprefix("result "))
+    return django_helper("bench.pipeline", "setup", env=env, timeout=120)
 
 
 # Sending and watching
