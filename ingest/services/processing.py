@@ -16,8 +16,9 @@ event, so one message normalizes many. The batch keeps the same guarantees: its 
 row's delivery and commits before the work; its transaction holds the rows' locks (a message for
 one of them skips it, as it would skip a row another delivery holds); each event runs in its own
 savepoint (a failure rolls back that event alone and takes the single path's retry or dead-letter
-route); and a batch killed mid-way leaves its rows `processing` with no pending retry, which their
-own messages (still queued behind it) or, past the lease, the drain claim again.
+route); a row's own nudge, arriving while a batch holds it, leaves it alone (the claim marks it
+`claimed_by_batch`, so it does not look like a row whose holder is gone); rows a batch gives back
+unreached are nudged again; and a batch killed mid-way leaves its rows to the lease and the drain.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
-from ingest.publish import NORMALIZE_QUEUE, NORMALIZE_TASK
+from ingest.publish import NORMALIZE_QUEUE, NORMALIZE_TASK, publish_raw_events
 from ingest.services.dead_letter import raw_event_dead_letter
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,14 @@ _CLAIMED_COLUMNS = (
     "id, attempts, event_type, terra_user_id, reference_id, provider, ordering_ts, request_id, payload, source, user_id"
 )
 _CLAIM_SET = """
-SET attempts = attempts + 1, state = 'processing', process_error = NULL,
+SET attempts = attempts + 1, state = 'processing', process_error = %(claim_mark)s,
     lease_until = now() + make_interval(secs => %(lease_seconds)s)
 """
+
+# What a batch's claim leaves in process_error until the row's work is done: its own nudge (still
+# queued) must not take the row as one whose holder is gone, as it would a NULL; a batch that
+# dies mid-way leaves its rows to the lease and the drain.
+BATCH_CLAIM_MARK = "claimed_by_batch"
 
 # A row is claimable when it waits (`received`), when its holder is gone (`processing` with no
 # pending retry, or a lease that ran out), or by the retry message its own failure scheduled.
@@ -100,9 +106,10 @@ FOR UPDATE OF r
 _LOCK_ONE_SQL = "SELECT id FROM raw_events WHERE id = %s AND attempts = %s AND state = 'processing' FOR UPDATE"
 
 _RELEASE_SQL = """
-UPDATE raw_events r SET state = 'received', attempts = r.attempts - 1, lease_until = NULL
+UPDATE raw_events r SET state = 'received', attempts = r.attempts - 1, lease_until = NULL, process_error = NULL
 FROM unnest(%s::bigint[], %s::bigint[]) AS c(id, attempts)
 WHERE r.id = c.id AND r.attempts = c.attempts AND r.state = 'processing'
+RETURNING r.id
 """
 
 _MARK_SQL = """
@@ -162,6 +169,7 @@ def _claim(*, raw_event_id: int, retry_of: int | None) -> ClaimedEvent | None:
                 "raw_event_id": raw_event_id,
                 "retry_of": retry_of if retry_of is not None else -1,
                 "lease_seconds": settings.AMY_TASK_TIME_LIMIT,
+                "claim_mark": None,
             },
         )
         row = cursor.fetchone()
@@ -177,7 +185,10 @@ def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | 
 def raw_events_claim_ready(*, limit: int) -> list[ClaimedEvent]:
     """Claim up to `limit` waiting rows, oldest first, counting a delivery of each (committed)."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_READY_SQL, {"limit": limit, "lease_seconds": settings.AMY_TASK_TIME_LIMIT})
+        cursor.execute(
+            _CLAIM_READY_SQL,
+            {"limit": limit, "lease_seconds": settings.AMY_TASK_TIME_LIMIT, "claim_mark": BATCH_CLAIM_MARK},
+        )
         rows = cursor.fetchall()
     return sorted((ClaimedEvent(*row) for row in rows), key=lambda claimed: claimed.pk)
 
@@ -370,16 +381,21 @@ def _process_batched(claimed: ClaimedEvent) -> ProcessResult:
 
 
 def _release(claimed: list[ClaimedEvent]) -> None:
-    """Give back rows a batch claimed but did not reach: `received` again, the delivery uncounted."""
+    """Give back rows a batch claimed but did not reach: `received` again, the delivery uncounted,
+    and nudged again after commit (their own nudges may have come and gone while the batch held
+    them; if this publish fails, the drain finds them)."""
     with connection.cursor() as cursor:
         cursor.execute(_RELEASE_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
+        released = [row[0] for row in cursor.fetchall()]
+    if released:
+        transaction.on_commit(partial(publish_raw_events, released), robust=True)
 
 
 def raw_events_process_ready(*, batch_size: int | None = None, max_seconds: float | None = None) -> dict[str, int]:
     """Claim and process waiting rows in batches until none wait or `max_seconds` have passed.
 
-    Never raises: a batch that fails as a whole leaves its rows `processing` with no pending
-    retry, which is what their own messages (or, past the lease, the drain) claim again.
+    Never raises: a batch that fails as a whole leaves its rows `processing` and leased, for the
+    drain once the lease runs out.
     Returns how many events ended in each status.
     """
     size = settings.AMY_NORMALIZE_BATCH_SIZE if batch_size is None else batch_size

@@ -13,7 +13,12 @@ import redis
 from django.utils import timezone
 
 from ingest.models import RawEvent, RawEventState
-from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_process_ready
+from ingest.services.processing import (
+    ProcessStatus,
+    raw_event_process,
+    raw_events_claim_ready,
+    raw_events_process_ready,
+)
 from tests.ledger import store
 from tests.queues import queued_task_kwargs
 from tests.terra import body_of, sample
@@ -81,17 +86,40 @@ def test_a_transient_failure_in_a_batch_waits_for_its_retry_message_alone(
     assert states(failing)[0][:2] == ("processing", 2)
 
 
-def test_rows_a_batch_did_not_reach_in_time_are_given_back_uncounted() -> None:
+def test_a_rows_own_nudge_leaves_it_to_the_batch_that_claimed_it() -> None:
+    # given: rows a batch has claimed (committed) and not yet locked
+    row = skipped(1)
+    assert [c.pk for c in raw_events_claim_ready(limit=10)] == [row.pk]
+    assert states(row) == [("processing", 1, "claimed_by_batch")]
+    # when: the row's own nudge arrives in that moment
+    result = raw_event_process(raw_event_id=row.pk)
+    # then: it does not take the row as one whose holder is gone, and counts no delivery
+    assert result.status == ProcessStatus.NOT_CLAIMED
+    assert states(row) == [("processing", 1, "claimed_by_batch")]
+    # and once the batch's lease has run out (the batch died), the drain's nudge may claim it
+    RawEvent.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert raw_event_process(raw_event_id=row.pk).status == ProcessStatus.DONE
+    assert states(row) == [("skipped", 2, "skipped:healthcheck")]
+
+
+def test_rows_a_batch_did_not_reach_in_time_are_given_back_uncounted_and_nudged_again(
+    django_capture_on_commit_callbacks, redis_client: redis.Redis
+) -> None:
     # given: a slow event first, then rows the deadline will not leave time for
     slow = store(body_of({"type": "test.sleep", "seconds": 0.3}))
     waiting = [skipped(1), skipped(2)]
     # when
-    counts = raw_events_process_ready(max_seconds=0.2)
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = raw_events_process_ready(max_seconds=0.2)
     # then: the slow one was written; the others wait again as if never claimed
     assert counts == {"done": 1}
     assert states(slow)[0][:2] == ("processed", 1)
     assert states(*waiting) == [("received", 0, None), ("received", 0, None)]
     assert all(row.lease_until is None for row in RawEvent.objects.filter(pk__in=[r.pk for r in waiting]))
+    # and their nudges are queued again: theirs may have come and gone while the batch held them
+    assert sorted(k["raw_event_id"] for k in queued_task_kwargs(redis_client, "terra-events")) == [
+        row.pk for row in waiting
+    ]
 
 
 def test_a_batch_claims_again_while_rows_wait() -> None:
