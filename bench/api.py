@@ -66,6 +66,7 @@ from bench.ingest import (
     percentile,
     recreate_database,
     service_env,
+    write_results,
 )
 from bench.normalize import flush_redis, kill_group, read_line, send
 
@@ -539,10 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         log("profiled gunicorn: /v1/me, then full syncs")
         text += "\n" + profile(args, token, expected)
-    (RESULTS / "api.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'api.md').relative_to(ROOT)}")
+    write_results("api", text)
     return 0
 
 

@@ -51,7 +51,6 @@ from bench.ingest import (
     DATABASE_URL,
     DB_NAME,
     RESULTS,
-    ROOT,
     WEB_WORKERS,
     Gunicorn,
     django_helper,
@@ -64,6 +63,7 @@ from bench.ingest import (
     percentile,
     recreate_database,
     service_env,
+    write_results,
 )
 
 GOAL_TTFB_MS = 300.0
@@ -778,10 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(name, diagnostics) for (name, _), diagnostics in zip(extra, found[len(all_pages) :], strict=True)]
 
     text = report(args, pg, seeded, all_pages, checks)
-    (RESULTS / "console.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'console.md').relative_to(ROOT)} in {time.monotonic() - began:.0f} s")
+    write_results("console", text, f" in {time.monotonic() - began:.0f} s")
     return 0
 
 

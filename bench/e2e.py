@@ -43,7 +43,6 @@ from bench.ingest import (
     DB_NAME,
     REDIS_DB,
     RESULTS,
-    ROOT,
     SECRET,
     WEB_WORKERS,
     exit_cleanly_on_signals,
@@ -52,6 +51,7 @@ from bench.ingest import (
     log,
     markdown_table,
     percentile,
+    write_results,
 )
 from bench.normalize import CpuSnapshot, cpu_usage, flush_redis
 from bench.pipeline import (
@@ -271,10 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     text = report(args, pg, figures)
-    (RESULTS / "e2e.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'e2e.md').relative_to(ROOT)}")
+    write_results("e2e", text)
     return 0
 
 

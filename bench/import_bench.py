@@ -59,6 +59,7 @@ from bench.ingest import (
     git_revision,
     log,
     markdown_table,
+    write_results,
 )
 from bench.normalize import kill_group
 
@@ -617,10 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_server.kill()
 
     text = report(pg, throughput, base, memory)
-    (RESULTS / "import.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'import.md').relative_to(ROOT)}")
+    write_results("import", text)
     return 0
 
 

@@ -62,6 +62,15 @@ def log(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", file=sys.stderr, flush=True)
 
 
+def write_results(name: str, text: str, took: str = "") -> None:
+    """A benchmark's report: bench/results/<name>.md (what bench/report.py reads), and stdout."""
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    print()
+    print(text, end="")
+    log(f"written to {path.relative_to(ROOT)}{took}")
+
+
 def service_env(tracing: bool | None = None) -> dict[str, str]:
     """gunicorn's and manage.py's environment: the bench database and Redis db, quiet logs.
 
@@ -766,10 +775,7 @@ def run_tracing_both(args: argparse.Namespace) -> int:
         with contextlib.suppress(redis.RedisError, psycopg.Error):
             reset_state()
     text = tracing_report(phases, args, concurrency)
-    (RESULTS / "ingest-tracing.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'ingest-tracing.md').relative_to(ROOT)}")
+    write_results("ingest-tracing", text)
     return 0
 
 
@@ -932,10 +938,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             with contextlib.suppress(redis.RedisError, psycopg.Error):
                 reset_state()
-    (RESULTS / "ingest.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'ingest.md').relative_to(ROOT)}")
+    write_results("ingest", text)
     return 0
 
 

@@ -58,6 +58,7 @@ from bench.ingest import (
     migrate,
     recreate_database,
     service_env,
+    write_results,
 )
 
 BIN = Path(PYTHON).parent
@@ -627,10 +628,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush_redis()
 
     text = report(args, pg, prepared, work, base)
-    (RESULTS / "normalize.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'normalize.md').relative_to(ROOT)}")
+    write_results("normalize", text)
     return 0
 
 

@@ -44,7 +44,6 @@ from bench.ingest import (
     DB_NAME,
     REDIS_DB,
     RESULTS,
-    ROOT,
     SECRET,
     WEB_WORKERS,
     exit_cleanly_on_signals,
@@ -52,6 +51,7 @@ from bench.ingest import (
     git_revision,
     log,
     markdown_table,
+    write_results,
 )
 from bench.normalize import flush_redis
 from bench.pipeline import (
@@ -273,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "oldest": db.oldest_transaction,
     }
     text = report(args, pg, figures)
-    (RESULTS / "soak.md").write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {(RESULTS / 'soak.md').relative_to(ROOT)}")
+    write_results("soak", text)
     return 0
 
 
