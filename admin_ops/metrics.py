@@ -91,7 +91,7 @@ def timed_normalize[F: Callable[..., Any]](process: F) -> F:
         started = time.perf_counter()
         try:
             result = process(*args, **kwargs)
-            _record_normalize(result, time.perf_counter() - started)
+            normalize_record(_event_type.get(), result, time.perf_counter() - started)
             return result
         finally:
             _event_type.reset(token)
@@ -99,11 +99,13 @@ def timed_normalize[F: Callable[..., Any]](process: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _record_normalize(result: Any, seconds: float) -> None:
+def normalize_record(event_type: str, result: Any, seconds: float) -> None:
+    """Count one delivery's result (a ProcessResult) and its latency, for deliveries that
+    `timed_normalize` does not wrap (a batch's events)."""
     try:
         status = str(result.status)
         outcome = str(result.state) if status == "done" and result.state else status
-        event_type = _event_type.get()
+        event_type = event_type or UNKNOWN
         NORMALIZE_RESULTS.labels(event_type=event_type, outcome=outcome).inc()
         if status == "not_claimed":
             return

@@ -76,14 +76,22 @@ def _sink() -> Any:
     return None
 
 
-def _emit(level: int, event: str, message: str, ids: dict[str, Any], data: dict[str, Any], **fields: Any) -> None:
+def _emit(
+    level: int,
+    event: str,
+    message: str,
+    ids: dict[str, Any],
+    data: dict[str, Any],
+    at: float | None = None,
+    **fields: Any,
+) -> None:
     try:
         request_id = ids.get("request_id") or current_request_id.get()
         submit = _sink()
         if submit is not None:
             submit(
                 (
-                    time.time(),
+                    at or time.time(),
                     level,
                     event[:100],
                     message or event,
@@ -118,15 +126,31 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class Span:
-    """One traced operation; `end()` or `fail()` closes it (once; later calls do nothing)."""
+    """One traced operation; `end()` or `fail()` closes it (once; later calls do nothing).
 
-    __slots__ = ("_closed", "_started", "event", "ids")
+    A held span (`start(..., held=True)`) says its start only when it closes, with the time it
+    started: work that may be rolled back and done again leaves no trace of the undone attempt.
+    """
 
-    def __init__(self, event: str, ids: dict[str, Any]) -> None:
+    __slots__ = ("_closed", "_held_start", "_started", "event", "ids")
+
+    def __init__(
+        self, event: str, ids: dict[str, Any], held_start: tuple[str, dict[str, Any], float] | None = None
+    ) -> None:
         self.event = event
         self.ids = ids
         self._started = time.perf_counter()
         self._closed = False
+        self._held_start = held_start
+
+    def _close(self) -> bool:
+        if self._closed or not _enabled():
+            return False
+        self._closed = True
+        if self._held_start is not None:
+            message, data, at = self._held_start
+            _emit(logging.INFO, f"{self.event}_start", message, self.ids, data, at=at)
+        return True
 
     def _duration_ms(self) -> float:
         return round((time.perf_counter() - self._started) * 1000, 3)
@@ -139,17 +163,15 @@ class Span:
         return self
 
     def end(self, message: str = "", **extra: Any) -> None:
-        if self._closed or not _enabled():
+        if not self._close():
             return
-        self._closed = True
         ids, data = _split(dict(extra))
         self.set(**ids)
         _emit(logging.INFO, f"{self.event}_complete", message, self.ids, data, duration_ms=self._duration_ms())
 
     def fail(self, exc: BaseException, message: str = "", **extra: Any) -> None:
-        if self._closed or not _enabled():
+        if not self._close():
             return
-        self._closed = True
         try:
             ids, data = _split(dict(extra))
             self.set(**ids)
@@ -176,12 +198,15 @@ class _NoSpan(Span):
         return None
 
 
-def start(event: str, message: str = "", **kwargs: Any) -> Span:
-    """Write `<event>_start` and return the span; ids (request_id, user_id, terra_user_id,
-    raw_event_id) are keyword arguments, anything else goes to `data`."""
+def start(event: str, message: str = "", *, held: bool = False, **kwargs: Any) -> Span:
+    """Write `<event>_start` (or, `held`, keep it for when the span closes) and return the span;
+    ids (request_id, user_id, terra_user_id, raw_event_id) are keyword arguments, anything else
+    goes to `data`."""
     ids, data = _split(kwargs)
     if not _enabled():
         return _NoSpan(event, ids)
+    if held:
+        return Span(event, ids, held_start=(message, data, time.time()))
     _emit(logging.INFO, f"{event}_start", message, ids, data)
     return Span(event, ids)
 

@@ -51,6 +51,13 @@ DATA_TYPES: dict[str, Normalizer] = {
 }
 
 
+# Types whose normalizer never writes a terra_connections row, so a batch may keep holding the
+# connections it read for them (data.connections_held); any other type forgets them first.
+CONNECTION_READ_ONLY_TYPES = frozenset(
+    {"daily", "sleep", "activity", "body", "nutrition", "menstruation", "athlete", UNKNOWN, *SKIPPED_TYPES}
+)
+
+
 def _skip_type(context: EventContext) -> Outcome:
     return skipped(context.event_type)
 

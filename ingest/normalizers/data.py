@@ -7,7 +7,9 @@ owner from the Terra connection and hands the rows to the writer inside the work
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,41 @@ class Owner:
     after_commit: tuple[Callable[[], None], ...] = ()
 
 
+# Connections this transaction already holds FOR SHARE, while `connections_held` is on.
+_held: ContextVar[dict[str, TerraConnection] | None] = ContextVar("amy_connections_held", default=None)
+
+
+@contextmanager
+def connections_held() -> Iterator[None]:
+    """Within it, a connection locked once is reused by the next data events of its Terra user.
+
+    Only for a run of data events in one transaction (or one savepoint) that is never partly
+    rolled back: the share lock keeps the row as read until the transaction ends, and data events
+    never write it (their touch runs after the commit). Anything that writes connections (the
+    lifecycle events) must run outside it, or after `connections_forget()`.
+    """
+    token = _held.set({})
+    try:
+        yield
+    finally:
+        _held.reset(token)
+
+
+def connections_forget() -> None:
+    """Drop what `connections_held` kept (before an event that may write a connection)."""
+    held = _held.get()
+    if held is not None:
+        held.clear()
+
+
 def _connection_for_share(terra_user_id: str) -> TerraConnection | None:
     # FOR SHARE until this event's rows commit: a disconnect-with-erase (which updates the row)
     # waits for events in flight and then deletes their rows too, and events after it see the
     # connection deauthorized. Events of one connection still run side by side.
-    return next(
+    held = _held.get()
+    if held is not None and terra_user_id in held:
+        return held[terra_user_id]
+    connection = next(
         iter(
             TerraConnection.objects.raw(
                 "SELECT * FROM terra_connections WHERE terra_user_id = %s FOR SHARE", [terra_user_id]
@@ -42,6 +74,9 @@ def _connection_for_share(terra_user_id: str) -> TerraConnection | None:
         ),
         None,
     )
+    if held is not None and connection is not None:
+        held[terra_user_id] = connection
+    return connection
 
 
 def resolve_owner(context: EventContext) -> Owner | Outcome:

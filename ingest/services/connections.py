@@ -91,6 +91,8 @@ def connection_touch_later(connection: TerraConnection) -> Callable[[], None] | 
     now = timezone.now()
     if connection.last_webhook_at is not None and now - connection.last_webhook_at <= _TOUCH_EVERY:
         return None
+    # The events after this one that see this same object (a batch's held connection) need no touch.
+    connection.last_webhook_at = now
 
     def touch() -> None:
         TerraConnection.objects.filter(pk=connection.pk).update(last_webhook_at=Now())

@@ -41,8 +41,9 @@ from amy import tracing
 from amy.request_context import current_request_id
 from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState
-from ingest.normalizers import normalizer_for
+from ingest.normalizers import CONNECTION_READ_ONLY_TYPES, normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
+from ingest.normalizers.data import connections_forget, connections_held
 from ingest.publish import NORMALIZE_QUEUE, NORMALIZE_TASK, publish_raw_events
 from ingest.services.dead_letter import raw_event_dead_letter
 
@@ -117,6 +118,16 @@ UPDATE raw_events
 SET state = %s, process_error = %s, processed_at = CASE WHEN %s THEN statement_timestamp() END,
     lease_until = NULL, user_id = COALESCE(%s, user_id)
 WHERE id = %s
+"""
+
+# A batch's marks in one statement (the rows are locked by the batch's transaction).
+_MARK_MANY_SQL = """
+UPDATE raw_events r
+SET state = m.state, process_error = m.reason,
+    processed_at = CASE WHEN m.state IN ('processed', 'skipped') THEN statement_timestamp() END,
+    lease_until = NULL, user_id = COALESCE(m.user_id, r.user_id)
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS m(id, state, reason, user_id)
+WHERE r.id = m.id
 """
 
 _FINAL_STATES = (RawEventState.PROCESSED, RawEventState.SKIPPED)
@@ -391,6 +402,95 @@ def _release(claimed: list[ClaimedEvent]) -> None:
         transaction.on_commit(partial(publish_raw_events, released), robust=True)
 
 
+class _TakeCareful(Exception):
+    """An event of the quick run needs the careful path (its own savepoint)."""
+
+
+def _mark_many(done: list[tuple[ClaimedEvent, Outcome]]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MARK_MANY_SQL,
+            [
+                [event.pk for event, _ in done],
+                [str(outcome.state) for _, outcome in done],
+                [outcome.reason for _, outcome in done],
+                [outcome.user_id for _, outcome in done],
+            ],
+        )
+
+
+def _normalize_quick(event: ClaimedEvent, request_id: str | None) -> Outcome:
+    # _normalize without the mark (the quick run marks its rows together) and with the batch's
+    # held connections forgotten around an event that may write one.
+    reads_connections_only = event.event_type in CONNECTION_READ_ONLY_TYPES
+    if not reads_connections_only:
+        connections_forget()
+    outcome = normalizer_for(event.event_type)(event_context(event, request_id))
+    if not reads_connections_only:
+        connections_forget()
+    for callback in outcome.after_commit:
+        transaction.on_commit(callback, robust=True)
+    return outcome
+
+
+def _process_quick(
+    events: list[ClaimedEvent], deadline: float
+) -> tuple[list[ProcessResult], list[ClaimedEvent]] | None:
+    """A batch's events in one savepoint, each Terra user's connection locked once, the rows
+    marked in one statement: the common case, where every event normalizes.
+
+    None when one does not (a failure, or more deliveries than allowed): the whole run is rolled
+    back — its typed rows, marks and after-commit work, and its traces were never said (held
+    spans) — and the caller takes the events the careful way, one savepoint each. Otherwise the
+    results, and the events not reached by the deadline.
+    """
+    done: list[tuple[ClaimedEvent, Outcome]] = []
+    closing: list[tuple[tracing.Span, float]] = []
+    unreached: list[ClaimedEvent] = []
+    try:
+        with transaction.atomic(), connections_held():
+            for index, event in enumerate(events):
+                if time.monotonic() >= deadline:
+                    unreached = events[index:]
+                    break
+                if event.attempts > settings.AMY_MAX_DELIVERIES:
+                    raise _TakeCareful
+                request_id = event.request_id or None
+                token = current_request_id.set(request_id)
+                try:
+                    started = time.perf_counter()
+                    span = tracing.start(
+                        "normalize", held=True, raw_event_id=event.pk, request_id=request_id, retries=0, batched=True
+                    )
+                    done.append((event, _normalize_quick(event, request_id)))
+                    closing.append((span, time.perf_counter() - started))
+                finally:
+                    current_request_id.reset(token)
+            if done:
+                _mark_many(done)
+    except Exception as exc:  # noqa: BLE001 - any failure sends the run the careful way
+        logger.debug("quick batch run rolled back (%s); taking its events one savepoint each", type(exc).__name__)
+        return None
+    results = []
+    for (event, outcome), (span, seconds) in zip(done, closing, strict=True):
+        result = ProcessResult(ProcessStatus.DONE, attempts=event.attempts, state=outcome.state)
+        span.end(attempts=event.attempts, outcome=outcome.state)
+        metrics.normalize_record(event.event_type, result, seconds)
+        results.append(result)
+    return results, unreached
+
+
+def _process_careful(events: list[ClaimedEvent], deadline: float) -> list[ProcessResult]:
+    """A batch's events one savepoint each, so that a failure stays its event's own."""
+    results = []
+    for index, event in enumerate(events):
+        if time.monotonic() >= deadline:
+            _release(events[index:])
+            break
+        results.append(_process_batched(event))
+    return results
+
+
 def raw_events_process_ready(*, batch_size: int | None = None, max_seconds: float | None = None) -> dict[str, int]:
     """Claim and process waiting rows in batches until none wait or `max_seconds` have passed.
 
@@ -411,13 +511,16 @@ def raw_events_process_ready(*, batch_size: int | None = None, max_seconds: floa
                 break
             with transaction.atomic():
                 mine = _lock_claimed(claimed)
-                for index, event in enumerate(claimed):
-                    if time.monotonic() >= deadline:
-                        _release([e for e in claimed[index:] if e.pk in mine])
-                        break
-                    if event.pk in mine:
-                        status = str(_process_batched(event).status)
-                        counts[status] = counts.get(status, 0) + 1
+                events = [event for event in claimed if event.pk in mine]
+                quick = _process_quick(events, deadline)
+                if quick is None:
+                    results = _process_careful(events, deadline)
+                else:
+                    results, unreached = quick
+                    if unreached:
+                        _release(unreached)
+            for result in results:
+                counts[str(result.status)] = counts.get(str(result.status), 0) + 1
         except Exception:  # never fail the delivery that ran the batch
             logger.exception("a normalize batch failed; its events go back to their own messages")
             break

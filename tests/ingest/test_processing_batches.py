@@ -10,9 +10,11 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from ingest.models import RawEvent, RawEventState
+from ingest.models import DailySummary, RawEvent, RawEventState, TerraConnection
 from ingest.services.processing import (
     ProcessStatus,
     raw_event_process,
@@ -29,6 +31,13 @@ pytestmark = pytest.mark.django_db
 def states(*rows: RawEvent) -> list[tuple[str, int, str | None]]:
     fresh = {row.pk: row for row in RawEvent.objects.filter(pk__in=[r.pk for r in rows])}
     return [(fresh[r.pk].state, fresh[r.pk].attempts, fresh[r.pk].process_error) for r in rows]
+
+
+def daily(n: int) -> RawEvent:
+    """A waiting daily event of the sample's Terra user (distinct by `n`: its own date)."""
+    payload = json.loads(sample("daily"))
+    payload["data"][0]["metadata"]["start_time"] = f"2026-01-{n:02d}T00:00:00+00:00"
+    return store(body_of(payload))
 
 
 def skipped(n: int) -> RawEvent:
@@ -144,3 +153,56 @@ def test_parked_dead_and_processing_rows_are_not_taken_by_a_batch() -> None:
     RawEvent.objects.filter(pk=held.pk).update(state=RawEventState.PROCESSING, attempts=1)
     assert raw_events_process_ready() == {}
     assert [state for state, _, _ in states(parked, dead, held)] == ["parked", "dead", "processing"]
+
+
+def test_a_batch_locks_each_terra_users_connection_once_and_marks_its_rows_together() -> None:
+    # given: the sample's Terra user connected, and five of its events waiting
+    store(sample("auth_success"))
+    daily(1)
+    raw_events_process_ready()
+    rows = [daily(n) for n in range(2, 7)]
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        assert raw_events_process_ready() == {"done": 5}
+    # then: one share lock of the connection for the five, one mark statement, every row written
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert sum("FOR SHARE" in sql for sql in statements) == 1
+    assert sum(sql.lstrip().startswith("UPDATE raw_events r\nSET state = m.state") for sql in statements) == 1
+    assert [state for state, _, _ in states(*rows)] == ["processed"] * 5
+    assert DailySummary.objects.filter(raw_event_id__in=[r.pk for r in rows]).count() == 5
+
+
+def test_a_deauthorization_inside_a_batch_stops_the_data_events_after_it() -> None:
+    # given: a connected user whose connection a batch holds (two data events), then a deauth,
+    # then one more data event, all waiting together
+    store(sample("auth_success"))
+    raw_events_process_ready()
+    before = [daily(1), daily(2)]
+    deauth = store(sample("deauth"))
+    after = daily(3)
+    # when
+    raw_events_process_ready()
+    # then: the event after the deauth sees the connection as the deauth left it
+    assert [state for state, _, _ in states(*before, deauth)] == ["processed"] * 3
+    assert states(after) == [("skipped", 1, "skipped:connection_inactive")]
+    assert TerraConnection.objects.get(terra_user_id=deauth.terra_user_id).status == "deauthorized"
+
+
+def test_a_failure_inside_a_batch_leaves_nothing_of_the_rolled_back_run_behind(
+    django_capture_on_commit_callbacks,
+) -> None:
+    # given: a connected user, and a data event (its touch is due) before a bad one
+    store(sample("auth_success"))
+    daily(1)
+    raw_events_process_ready()
+    TerraConnection.objects.update(last_webhook_at=None)
+    first, bad, last = daily(2), store(body_of({"type": "test.bad_data"})), daily(3)
+    # when: the batch's quick run fails on the bad event and is taken again one event at a time
+    with django_capture_on_commit_callbacks() as callbacks:
+        raw_events_process_ready()
+    # then: every row once, with one counted delivery, and the touches of the careful run only
+    # (one per data event there: the rolled-back run's touch of the first event is gone)
+    assert [s[:2] for s in states(first, bad, last)] == [("processed", 1), ("dead", 1), ("processed", 1)]
+    assert DailySummary.objects.filter(raw_event_id__in=[first.pk, last.pk]).count() == 2
+    touches = [c for c in callbacks if getattr(c, "__qualname__", "").startswith("connection_touch_later")]
+    assert len(touches) == 2
