@@ -7,3 +7,6 @@ class AdminOpsConfig(AppConfig):
 
     def ready(self) -> None:
         from admin_ops import openapi  # noqa: F401 - registers the schema extension
+        from amy import metrics
+
+        metrics.connect_task_signals()

@@ -14,8 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from admin_ops import metrics
-from amy import tracing
+from amy import metrics, tracing
 from amy.errors import ErrorCode, error_response
 from ingest.classify import classify, safe_text
 from ingest.services.webhook import DeliveryHeaders, raw_event_ingest

@@ -36,8 +36,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from admin_ops import metrics
-from amy import tracing
+from amy import metrics, tracing
 from amy.request_context import current_request_id
 from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource, RawEventState

@@ -10,8 +10,8 @@ from django.test import Client, RequestFactory
 from django.urls import path
 from prometheus_client.parser import text_string_to_metric_families
 
-from admin_ops import metrics
-from admin_ops.metrics import MetricsView
+from admin_ops.metrics import MetricsMiddleware, MetricsView
+from amy import metrics
 from ingest.models import RawEventState
 from ingest.views import TerraWebhookView
 from tests.admin_ops.helpers import READ, WRITE, dead
@@ -157,5 +157,51 @@ def test_the_middleware_counts_requests_by_route_pattern() -> None:
 
     labels = {"route": "/admin/raw-events/<int:raw_event_id>", "method": "GET", "status": "204"}
     before = metrics.HTTP_REQUESTS.labels(**labels)._value.get()
-    metrics.MetricsMiddleware(view)(request)
+    MetricsMiddleware(view)(request)
     assert metrics.HTTP_REQUESTS.labels(**labels)._value.get() == before + 1
+
+
+# Labels from known sets only -----------------------------------------------------------------------
+
+
+def _series_count(families: dict[str, Any]) -> int:
+    return sum(len(family.samples) for family in families.values())
+
+
+def test_made_up_event_types_are_labelled_other_and_add_no_series(client: Client) -> None:
+    # given: one made-up type seen already (its `other` series exist)
+    deliver(body_of({"type": "made-up-0", "user": {"user_id": "tu-labels"}, "n": 0}))
+    before = scrape(client)
+    # when: 20 more made-up types are processed
+    for n in range(1, 21):
+        raw_event = deliver(body_of({"type": f"made-up-{n}", "user": {"user_id": "tu-labels"}, "n": n}))
+        assert raw_event.state == RawEventState.SKIPPED
+    after = scrape(client)
+    # then: the scrape has exactly as many series, and no label names a made-up type
+    assert _series_count(after) == _series_count(before)
+    labels = {value for family in after.values() for s in family.samples for value in s.labels.values()}
+    assert not {value for value in labels if value.startswith("made-up")}
+    assert (
+        sample_value(after, "amy_normalize", "amy_normalize_total", event_type="other", outcome="skipped")
+        == sample_value(before, "amy_normalize", "amy_normalize_total", event_type="other", outcome="skipped") + 20
+    )
+
+
+def test_a_known_event_type_keeps_its_own_label() -> None:
+    assert metrics.event_type_label("daily") == "daily"
+    assert metrics.event_type_label("healthcheck") == "healthcheck"
+    assert metrics.event_type_label("") == "unknown"
+    assert metrics.event_type_label("made-up") == "other"
+
+
+def test_made_up_http_methods_are_labelled_other_and_add_no_series(client: Client) -> None:
+    client.generic("MADEUP0", "/metrics", headers=READ)
+    scrape(client)
+    before = _series_count(scrape(client))
+    for n in range(1, 21):
+        client.generic(f"MADEUP{n}", "/metrics", headers=READ)
+    after = scrape(client)
+    methods = {s.labels.get("method") for s in after["amy_http_requests"].samples}
+    assert "OTHER" in methods
+    assert not {m for m in methods if m and m.startswith("MADEUP")}
+    assert _series_count(after) == before
