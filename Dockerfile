@@ -1,9 +1,12 @@
 # One image for web, worker and beat; docker-compose.yml picks the command.
 FROM python:3.13-slim
 
+# Production unless the deployment names development: the image refuses to start until its
+# secrets are set (see .env.example); docker-compose.yml names development for a local stack.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ENVIRONMENT=production
 
 WORKDIR /app
 COPY requirements.txt .

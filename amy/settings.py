@@ -1,8 +1,9 @@
 """Amy Cloud settings: one module, every value from the environment.
 
-Production (`ENVIRONMENT=production`) refuses to start without its secrets; development gets safe
-defaults so that the README's run command works on a fresh machine. `.env.example` lists every
-variable read here.
+`ENVIRONMENT` is `production` unless it says `development` by name: production refuses to start
+until every secret is set (one error naming all that are missing); only development falls back to
+the repository's own development values, so that the README's commands work on a fresh machine.
+`.env.example` lists every variable read here.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ env = environ.Env()
 
 # GENERAL
 # ------------------------------------------------------------------------------
-ENVIRONMENT = env.str("ENVIRONMENT", default="development")
+# The secrets below have values printed in this repository: a deployment that forgot to name its
+# environment must not run on them, so only an explicit `development` enables them.
+ENVIRONMENT = env.str("ENVIRONMENT", default="production")
 if ENVIRONMENT not in {"production", "development"}:
     raise ImproperlyConfigured("ENVIRONMENT must be 'production' or 'development'")
 IS_PRODUCTION = ENVIRONMENT == "production"
+# Production settings found unset, reported together once every secret has been read (below).
+_MISSING_IN_PRODUCTION: list[str] = []
 
 
 def _secret(name: str, development_default: str) -> str:
@@ -31,8 +36,8 @@ def _secret(name: str, development_default: str) -> str:
     if value:
         return value
     if IS_PRODUCTION:
-        raise ImproperlyConfigured(f"{name} must be set when ENVIRONMENT=production")
-    return development_default
+        _MISSING_IN_PRODUCTION.append(name)
+    return "" if IS_PRODUCTION else development_default
 
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -41,7 +46,7 @@ ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=[] if IS_PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"]
 )
 if IS_PRODUCTION and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when ENVIRONMENT=production")
+    _MISSING_IN_PRODUCTION.append("ALLOWED_HOSTS")
 
 TIME_ZONE = "UTC"
 USE_TZ = True
@@ -191,12 +196,21 @@ if AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
 # ------------------------------------------------------------------------------
 AMY_JWT_SECRET = _secret("AMY_JWT_SECRET", "dev-amy-jwt-secret-0123456789abcdef0123456789")
 AMY_ADMIN_KEY = _secret("AMY_ADMIN_KEY", "dev-admin-key")
+if _MISSING_IN_PRODUCTION:
+    raise ImproperlyConfigured(
+        f"ENVIRONMENT={ENVIRONMENT}{'' if 'ENVIRONMENT' in env.ENVIRON else ' (the default)'} needs these settings, "
+        f"which are not set: {', '.join(_MISSING_IN_PRODUCTION)}. Set them (see .env.example), or set "
+        "ENVIRONMENT=development to run locally on the repository's development values."
+    )
 AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_ADMIN_FAILURES_PER_MINUTE = env.int("AMY_ADMIN_FAILURES_PER_MINUTE", default=20)
 # /metrics needs the ops key unless this is set (then the network must restrict it).
 AMY_METRICS_PUBLIC = env.bool("AMY_METRICS_PUBLIC", default=False)
 AMY_CLI_TOKEN_DAYS = 30
 AMY_IDEMPOTENCY_SECONDS = 24 * 3600
+# How long a running request holds its Idempotency-Key: at least the longest a request may run once
+# its body is in (storing a 50 MB import); a request killed mid-way blocks its key this long.
+AMY_IDEMPOTENCY_IN_PROGRESS_SECONDS = env.int("AMY_IDEMPOTENCY_IN_PROGRESS_SECONDS", default=15 * 60)
 AMY_AUTH_RATE_PER_MINUTE = env.int("AMY_AUTH_RATE_PER_MINUTE", default=30)
 AMY_USER_RATE_PER_MINUTE = env.int("AMY_USER_RATE_PER_MINUTE", default=600)
 CLERK_JWKS_URL = env.str("CLERK_JWKS_URL", default="")
