@@ -90,3 +90,31 @@ class UserErasure(models.Model):
 
     def __str__(self) -> str:
         return f"Erasure of {self.user_id} ({'done' if self.completed_at else 'pending'})"
+
+
+class IdempotencyKey(models.Model):
+    """One `Idempotency-Key` of one user (accounts/idempotency.py): a running request's claim,
+    then the answer it gave, until `expires_at`. Kept in PostgreSQL so a Redis outage or flush
+    does not let a retry run twice."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    # Who holds the claim: a request only finishes (or releases) the claim it took, never one a
+    # retry took over after its own had lapsed.
+    claim = models.UUIDField()
+    # Until then the claim stands while no answer is stored; past it the request is presumed dead.
+    locked_until = models.DateTimeField()
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=255, default="", blank=True)
+    content = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_keys_user_key_uniq")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_keys_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"Idempotency-Key of {self.user_id} ({'answered' if self.status else 'running'})"

@@ -8,7 +8,8 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from accounts.models import User
+from accounts.idempotency import idempotency_forget_user
+from accounts.models import IdempotencyKey, User
 from accounts.tokens import cli_token_issue
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.idempotency_urls")]
@@ -87,3 +88,10 @@ def test_an_unauthenticated_request_is_left_to_the_view(client: Client) -> None:
     response = client.post("/v1/echo", {}, content_type="application/json", headers={"Idempotency-Key": "k"})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "missing_authorization"
+
+
+def test_forgetting_a_user_deletes_their_keys_and_kept_answers_only(client: Client) -> None:
+    post(client, {"a": 1}, user_token=token("u1"))
+    post(client, {"a": 1}, user_token=token("u2"))
+    assert idempotency_forget_user("u1") == 1
+    assert list(IdempotencyKey.objects.values_list("user_id", flat=True)) == ["u2"]
