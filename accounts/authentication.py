@@ -1,6 +1,6 @@
 """`Authorization: Bearer <token>` for the API: Amy CLI tokens (HS256) and Clerk session tokens
 (RS256). The verifier is chosen by the token header's `alg` before anything is verified, and each
-path pins its own algorithm and key type (SPEC §5)."""
+path pins its own algorithm and key type."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _issued_before(claims: dict[str, Any], moment: datetime) -> bool:
 
 
 def user_for_token(token: str) -> tuple[User, TokenInfo]:
-    """The user a bearer token names (created on first sight: SPEC's lazy upsert) and its claims."""
+    """The user a bearer token names (created on first sight: a lazy upsert) and its claims."""
     if len(token) > _MAX_TOKEN_LENGTH:
         raise InvalidToken("token too long")
     try:

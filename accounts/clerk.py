@@ -1,4 +1,4 @@
-"""Clerk session tokens (SPEC §5): RS256 against Clerk's JWKS, which we cache.
+"""Clerk session tokens: RS256 against Clerk's JWKS, which we cache.
 
 PyJWT's own JWKS client refetches on every unknown `kid`, which would let random kids turn into
 one outbound call per request; this cache refetches for an unknown kid at most once per

@@ -1,4 +1,4 @@
-"""CLI login by device flow (SPEC §5, after RFC 8628): start, approve in the browser, exchange.
+"""CLI login by device flow (after RFC 8628): start, approve in the browser, exchange.
 
 The device code (32 random bytes) is what the CLI polls with; the user code (8 letters) is what the
 person checks in the browser. Only their SHA-256 digests are stored. Every state change is one

@@ -1,4 +1,4 @@
-"""Asking for an account's erasure (DELETE /v1/me, SPEC §5); ingest carries it out
+"""Asking for an account's erasure (DELETE /v1/me); ingest carries it out
 (ingest/services/erasure.py), since it owns most of what is erased."""
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class CliToken(models.Model):
 
 
 class DeviceLogin(models.Model):
-    """One CLI login by device flow (SPEC §5). Both codes are stored as SHA-256 hex digests only:
+    """One CLI login by device flow. Both codes are stored as SHA-256 hex digests only:
     the device code is a bearer secret until it is exchanged, and the user code approves it."""
 
     device_code_hash = models.CharField(max_length=64, unique=True)

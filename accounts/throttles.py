@@ -1,4 +1,4 @@
-"""Rate limits (SPEC §1), backed by the Django cache (Redis). A limit protects, it does not decide:
+"""Rate limits, backed by the Django cache (Redis). A limit protects, it does not decide:
 when Redis is down, requests pass (with a warning) rather than fail."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ApiUserRateThrottle(FailOpenMixin, UserRateThrottle):
 
 
 class AuthRateThrottle(FailOpenMixin, SimpleRateThrottle):
-    """SPEC §1: per client IP, AMY_AUTH_RATE_PER_MINUTE (30) requests a minute on one endpoint.
+    """Per client IP, AMY_AUTH_RATE_PER_MINUTE (30) requests a minute on one endpoint.
 
     The rate is read per request rather than fixed at import, so a settings change applies.
     """

@@ -1,4 +1,4 @@
-"""Amy CLI tokens (SPEC §5): HS256 with AMY_JWT_SECRET, claims {sub, iat, exp, v: 1, jti}.
+"""Amy CLI tokens: HS256 with AMY_JWT_SECRET, claims {sub, iat, exp, v: 1, jti}.
 
 Tokens we mint carry a `jti` recorded in `cli_tokens`, so they can be revoked; tokens without
 one (as the source minted them) stay valid until they expire.

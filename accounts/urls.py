@@ -1,4 +1,4 @@
-"""The CLI login (device flow), logout and the browser page that approves a login (SPEC §5).
+"""The CLI login (device flow), logout and the browser page that approves a login.
 
 Self-sufficient, so tests can use it as the whole URLconf; amy/urls.py includes it.
 """

@@ -1,4 +1,4 @@
-"""CLI login by device flow and logout (SPEC §5): thin views over accounts.device_login."""
+"""CLI login by device flow and logout: thin views over accounts.device_login."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ class LogoutApi(APIView):
             cli_token_revoke(jti=jti)
         # Also 204, revoking nothing:
         # - a CLI token without a jti (the source minted them so): there is no record to revoke, and
-        #   SPEC §5 keeps such tokens valid until they expire;
+        #   such tokens stay valid until they expire, as they always have;
         # - a Clerk session token: the session is Clerk's, ended by signing out in the browser.
         # Logging out is then as done as we can make it, and a client's logout never fails on it.
         return Response(status=204)

@@ -1,6 +1,6 @@
-"""The operations console (SPEC §6): the Django admin mounted at `/console/`.
+"""The operations console: the Django admin mounted at `/console/`.
 
-Built like healthchecks' `PingsAdmin` (STYLE 27): the big tables (`raw_events`, `trace_events`)
+Built like healthchecks' `PingsAdmin`: the big tables (`raw_events`, `trace_events`)
 never run a `COUNT(*)` — `show_full_result_count = False`, no facet counts ("Show counts"), and a
 paginator that reads one row past the page instead of counting — their list never loads `payload`,
 their filters have fixed choices (no `SELECT DISTINCT` over the table) and their search is exact

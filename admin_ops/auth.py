@@ -1,4 +1,4 @@
-"""The ops key (SPEC §6): `x-admin-key` equal to AMY_ADMIN_KEY (read and write) or to the optional
+"""The ops key: `x-admin-key` equal to AMY_ADMIN_KEY (read and write) or to the optional
 AMY_ADMIN_READ_KEY (GET only), compared in constant time; never read from the query string.
 
 Use `AdminApiView` as the base of every `/admin/*` JSON endpoint: it authenticates the key,

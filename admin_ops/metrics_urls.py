@@ -1,4 +1,4 @@
-"""`GET /metrics` (SPEC §6). amy/urls.py includes it; tests use `@pytest.mark.urls`."""
+"""`GET /metrics`. amy/urls.py includes it; tests use `@pytest.mark.urls`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`trace_events` (SPEC §6): the stored trace of webhooks, workers, drains and reconciles.
+"""`trace_events`: the stored trace of webhooks, workers, drains and reconciles.
 
 No foreign keys: a trace row outlives (and never holds up) the rows it names.
 """

@@ -1,4 +1,4 @@
-"""Ops services (SPEC §6): replay with lineage, dry runs, DLQ pages, counters and user snapshots.
+"""Ops services: replay with lineage, dry runs, DLQ pages, counters and user snapshots.
 
 One replay service serves the JSON endpoints, the management command and (later) the console:
 a row goes back to `received` by one conditional UPDATE (`state NOT IN (received, processing)`),
@@ -356,10 +356,10 @@ def queue_depths() -> tuple[int | None, int | None]:
 
 
 def ops_counters() -> dict[str, Any]:
-    """The /admin/healthz counters (SPEC §6). Raises DatabaseError when the database is down.
+    """The /admin/healthz counters. Raises DatabaseError when the database is down.
 
     The ledger's counts come from one pass with conditional aggregates. `raw_events_errored` and
-    `raw_events_dead_lettered` are both the current DLQ (`dead`; SPEC §3): replaying takes a row out.
+    `raw_events_dead_lettered` are both the current DLQ (`dead`): replaying takes a row out.
     """
     ledger = RawEvent.objects.aggregate(
         total=Count("id"),

@@ -1,4 +1,4 @@
-"""Celery entry points of admin_ops: the trace retention job (SPEC §6)."""
+"""Celery entry points of admin_ops: the trace retention job."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/admin/traces` (SPEC §6); the root URLconf includes this with `path("", include(...))`."""
+"""`/admin/traces`; the root URLconf includes this with `path("", include(...))`."""
 
 from django.urls import path
 

@@ -1,4 +1,4 @@
-"""`GET /admin/traces` (SPEC §6): trace rows filtered by request id, level, user or raw event,
+"""`GET /admin/traces`: trace rows filtered by request id, level, user or raw event,
 since a time (default 24 h ago), newest first, paginated `{"data", "next_cursor"}`."""
 
 from __future__ import annotations

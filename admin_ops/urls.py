@@ -1,4 +1,4 @@
-"""The JSON ops API (SPEC §6). Self-sufficient for tests (`@pytest.mark.urls("admin_ops.urls")`);
+"""The JSON ops API. Self-sufficient for tests (`@pytest.mark.urls("admin_ops.urls")`);
 amy/urls.py includes it before the catch-all."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""/healthz: a `SELECT 1` and nothing more (SPEC §6); deep checks live under /admin."""
+"""/healthz: a `SELECT 1` and nothing more; deep checks live under /admin."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True, "environment": settings.ENVIRONMENT})
 
 
-# The JSON ops API (SPEC §6), behind the admin key ---------------------------------------------------
+# The JSON ops API, behind the admin key -------------------------------------------------------------
 # Every write records its actor (`x-admin-actor`) and time: on the ledger row (replay lineage) and
 # as a JSON log line (admin_ops/services.py).
 

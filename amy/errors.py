@@ -1,4 +1,4 @@
-"""The error envelope (SPEC §1): one hierarchy, stable codes, one way to render them."""
+"""The error envelope: one hierarchy, stable codes, one way to render them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UNAVAILABLE = "unavailable"
-    # CLI login (SPEC §5) and idempotency (SPEC §1)
+    # CLI login and idempotency
     AUTHORIZATION_PENDING = "authorization_pending"
     SLOW_DOWN = "slow_down"
     EXPIRED_TOKEN = "expired_token"  # noqa: S105 - an error code, not a secret

@@ -1,4 +1,4 @@
-"""Request id in and out (SPEC §1), and the envelope for exceptions that reach the top."""
+"""Request id in and out, and the envelope for exceptions that reach the top."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def new_request_id() -> str:
 
 
 def accept_request_id(candidate: str | None) -> str:
-    """Reuse a caller's id when it is well-formed (SPEC §1), else make a new one."""
+    """Reuse a caller's id when it is well-formed, else make a new one."""
     if candidate and _VALID_ID.fullmatch(candidate):
         return candidate
     return new_request_id()

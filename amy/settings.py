@@ -165,7 +165,7 @@ TERRA_API_BASE_URL = env.str("TERRA_API_BASE_URL", default="https://api.tryterra
 TERRA_API_TIMEOUT_SECONDS = env.float("TERRA_API_TIMEOUT_SECONDS", default=10.0)
 TERRA_SIGNATURE_TOLERANCE_SECONDS = 300
 
-# PIPELINE (SPEC §2-§3); every number is a setting so tests can shrink it.
+# PIPELINE; every number is a setting so tests can shrink it.
 # ------------------------------------------------------------------------------
 AMY_WEBHOOK_MAX_BYTES = env.int("AMY_WEBHOOK_MAX_BYTES", default=64 * 1024 * 1024)
 AMY_RETRY_BASE_SECONDS = env.float("AMY_RETRY_BASE_SECONDS", default=30.0)
@@ -224,7 +224,7 @@ CLERK_JWKS_REFETCH_SECONDS = env.float("CLERK_JWKS_REFETCH_SECONDS", default=60.
 CLERK_JWKS_CACHE_SECONDS = env.float("CLERK_JWKS_CACHE_SECONDS", default=3600.0)
 # Clock skew allowed on exp/nbf of Clerk session tokens (short-lived by design).
 CLERK_LEEWAY_SECONDS = 5
-# CORS (django-cors-headers) on the CLI API only (SPEC §1); none allowed unless configured.
+# CORS (django-cors-headers) on the CLI API only; none allowed unless configured.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/v1/.*$"
 CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key", "x-amy-request-id"]
@@ -278,8 +278,8 @@ STORAGES = {
 
 # CELERY
 # ------------------------------------------------------------------------------
-# https://docs.celeryq.dev/en/stable/userguide/configuration.html ; the reasons for each value
-# are in RELIABILITY.md §1 and §9 of the design notes, summarized in the comments.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html ; why each value: the comments
+# below and docs/architecture.md (claims, retries, the drain).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -372,7 +372,7 @@ if IS_PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
-# Tracing (SPEC §6): off makes the tracer a no-op (to measure its cost); traces kept this long.
+# Tracing: off makes the tracer a no-op (to measure its cost); traces kept this long.
 AMY_TRACING = env.bool("AMY_TRACING", default=True)
 AMY_TRACE_RETENTION_DAYS = env.int("AMY_TRACE_RETENTION_DAYS", default=14)
 

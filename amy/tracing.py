@@ -1,9 +1,9 @@
-"""The tracer (SPEC §6): `start(event)` → `end(**extra)` / `fail(exc)`, and `info/warn/error`.
+"""The tracer: `start(event)` → `end(**extra)` / `fail(exc)`, and `info/warn/error`.
 
 Every trace is one record: a JSON line on stdout and a row in `trace_events`, both written by the
 handler LOGGING installs on the `amy.trace` logger (admin_ops.trace_handler) from its background
 thread. The tracer hands the record over as a plain tuple (no LogRecord, no formatter on the
-caller's thread: the webhook's cost of tracing is a goal, issue 6); without that handler it falls
+caller's thread: tracing must cost the webhook little, see docs/performance.md); without that handler it falls
 back to an ordinary log record on `amy.trace`. The request id comes from the context unless
 given; ids are attached as given. It never raises, and it records no secrets or raw bodies: only
 scalar values, short strings, and no key that names a secret, a signature, a body or a payload.

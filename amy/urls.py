@@ -32,7 +32,7 @@ urlpatterns = [
     path("", include("admin_ops.urls")),
     path("", include("admin_ops.metrics_urls")),
     path("", include("accounts.urls")),
-    # Terra's webhook and its four aliases (SPEC §2).
+    # Terra's webhook and its four aliases.
     path("webhooks/terra", webhook),
     path("webhook/terra", webhook),
     path("webhook", webhook),

@@ -1,9 +1,9 @@
-"""The CLI's account endpoints that report or change ingest's data (SPEC §5).
+"""The CLI's account endpoints that report or change ingest's data.
 
 `/v1/me` lives here rather than in `accounts` because it lists Terra connections, which ingest
 owns: apps depend one way (ingest → accounts), so accounts cannot import them.
 
-Terra failures answer `upstream_unavailable` (SPEC §1): a timeout 504; Terra's 429 503 with its
+Terra failures answer `upstream_unavailable`: a timeout 504; Terra's 429 503 with its
 Retry-After when it gave one; unreachable, 5xx or an unreadable answer 502. Terra refusing a
 request (another 4xx) is 502 too: the caller's input was validated here, so a refusal means our
 credentials or configuration are wrong, which the caller cannot fix. Without Terra credentials

@@ -1,4 +1,4 @@
-"""What a webhook body is (SPEC §2.4): its event type and whose it is, read from the parsed JSON.
+"""What a webhook body is: its event type and whose it is, read from the parsed JSON.
 
 Every value is bounded and made safe for a PostgreSQL text column here, so that a hostile body
 (a 1 MB `type`, a NUL in `user_id`, a lone surrogate) is stored as an ordinary row rather than

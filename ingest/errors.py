@@ -1,4 +1,4 @@
-"""How processing can fail, which decides what the worker does next (SPEC §3)."""
+"""How processing can fail, which decides what the worker does next."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ UNPROCESSED_STATES = (RawEventState.RECEIVED, RawEventState.PROCESSING)
 
 
 class RawEvent(models.Model):
-    """The ledger: every accepted body, verbatim, and the state of its processing (SPEC §3).
+    """The ledger: every accepted body, verbatim, and the state of its processing.
 
     PostgreSQL is the truth for an event's state and the dead-letter store; Redis only carries
     nudges that point at a row.
@@ -92,7 +92,7 @@ class RawEvent(models.Model):
         return f"raw_event {self.pk} ({self.event_type}, {self.state})"
 
 
-# Sync stamps (SPEC §5 `GET /v1/sync`, DESIGN "The sync cursor") ------------------------------------
+# Sync stamps (`GET /v1/sync`, docs/api.md) ---------------------------------------------------------
 #
 # Every synced table has a `sync_stamp` column that a PostgreSQL trigger sets, on every insert and
 # every real update, to the id of the writing transaction; deletes are recorded in `sync_deletions`
@@ -142,7 +142,7 @@ INACTIVE_CONNECTION_STATUSES = (ConnectionStatus.REVOKED, ConnectionStatus.DEAUT
 
 
 class TerraConnection(models.Model):
-    """One Terra user (one wearable account) of one of our users (SPEC §4)."""
+    """One Terra user (one wearable account) of one of our users."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="terra_connections")
     terra_user_id = models.CharField(max_length=128, unique=True)
@@ -164,7 +164,7 @@ class TerraConnection(models.Model):
         return f"{self.provider} {self.terra_user_id} ({self.status})"
 
 
-# Typed tables (SPEC §4) ---------------------------------------------------------------------------
+# Typed tables -------------------------------------------------------------------------------------
 
 
 class TypedRow(models.Model):
@@ -448,7 +448,7 @@ class Biomarker(TypedRow):
         indexes = [_sync_index("biomarkers")]
 
 
-# The codes biomarkers_wide has a column for (SPEC §4); the view's migration reads this list.
+# The codes biomarkers_wide has a column for; the view's migration reads this list.
 WIDE_BIOMARKER_CODES = (
     "hemoglobin",
     "hematocrit",
@@ -520,7 +520,7 @@ class BiomarkersWide(models.Model):
         return f"biomarkers of lab upload {self.pk}"
 
 
-# Imports (SPEC §5 `POST /v1/import`) --------------------------------------------------------------
+# Imports (`POST /v1/import`) ----------------------------------------------------------------------
 
 
 class ImportJobStatus(models.TextChoices):

@@ -1,6 +1,6 @@
-"""`GET /v1/sync` (SPEC §5): the incremental mirror the CLI keeps in its local SQLite.
+"""`GET /v1/sync`: the incremental mirror the CLI keeps in its local SQLite.
 
-Why the cursor is a transaction id, not a time (DESIGN "The sync cursor"):
+Why the cursor is a transaction id, not a time (also in docs/api.md):
 
 - Every insert and real update of a synced row stamps `sync_stamp` with the writing transaction's
   id, and every delete leaves a tombstone in `sync_deletions` stamped the same way (triggers,
@@ -56,7 +56,7 @@ from ingest.models import (
     TerraConnection,
 )
 
-# The synced tables (SPEC §5), in the order that breaks ties within one transaction.
+# The synced tables, in the order that breaks ties within one transaction.
 SYNC_TABLES: dict[str, type[models.Model]] = {
     "daily_summary": DailySummary,
     "sleep_sessions": SleepSession,

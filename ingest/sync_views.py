@@ -1,4 +1,4 @@
-"""`GET /v1/sync` (SPEC §5): the CLI's incremental mirror. The selection lives in ingest/sync.py."""
+"""`GET /v1/sync`: the CLI's incremental mirror. The selection lives in ingest/sync.py."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ MAX_RETRY_AFTER_SECONDS = 3600
 
 
 class TerraTask(Task):
-    """A task whose retries wait at least as long as Terra's Retry-After asked (TERRA.md §10).
+    """A task whose retries wait at least as long as Terra's Retry-After asked.
 
     Celery's autoretry computes an exponential backoff with full jitter, which can be far shorter
     than a 429's Retry-After: retrying sooner only earns another 429 and spends a retry.
@@ -146,7 +146,7 @@ def lab_upload_submit_task(self: Task, lab_upload_id: int, request_id: str | Non
     trail=False,
 )
 def import_job_run(self: Task, import_job_id: int, request_id: str | None = None) -> str:
-    """One delivery of an import job (SPEC §5): batches from its checkpoint, safe to run again."""
+    """One delivery of an import job: batches from its checkpoint, safe to run again."""
     token = current_request_id.set(request_id)
     try:
         result = import_job_process(import_job_id=import_job_id, request_id=request_id, retries=self.request.retries)

@@ -1,4 +1,4 @@
-"""The Terra webhook (SPEC §2): raw bytes first, then signature, JSON, ledger, answer."""
+"""The Terra webhook: raw bytes first, then signature, JSON, ledger, answer."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _delivery_headers(request: HttpRequest) -> DeliveryHeaders:
 
 
 def _flat_error(status: int, error: str, request_id: str, **extra: Any) -> JsonResponse:
-    # The webhook keeps the source's flat error shape (SPEC §1), not the envelope.
+    # The webhook keeps the source's flat error shape, not the envelope.
     tracing.warn("webhook_rejected", error, status=status, **extra)
     metrics.webhook_outcome(error)
     return JsonResponse({"error": error, **extra, "request_id": request_id}, status=status)

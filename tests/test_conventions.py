@@ -1,4 +1,4 @@
-"""SPEC §1: the request id on every response, and the envelope on every non-webhook error."""
+"""The request id on every response, and the envelope on every non-webhook error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/openapi.json (SPEC §1): generated from the code, valid OpenAPI 3, and honoured by the server.
+"""/openapi.json: generated from the code, valid OpenAPI 3, and honoured by the server.
 
 The schema-driven run starts the production web server on the test database and lets
 schemathesis generate requests for every operation (valid and invalid, authenticated as a real

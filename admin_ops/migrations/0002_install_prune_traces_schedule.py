@@ -1,4 +1,4 @@
-"""Install the daily prune_traces schedule (SPEC §6 retention: `30 3 * * *` UTC, queue `amy`)."""
+"""Install the daily prune_traces schedule (`30 3 * * *` UTC, queue `amy`)."""
 
 from django.db import migrations
 

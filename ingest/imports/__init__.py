@@ -1,4 +1,4 @@
-"""Imports (SPEC §5 `POST /v1/import`, `GET /v1/import/<id>`): a file of Terra payloads, attributed
+"""Imports (`POST /v1/import`, `GET /v1/import/<id>`): a file of Terra payloads, attributed
 to the user who sends it, streamed into the ledger by a task.
 
 - `reader`: entries out of a stored JSON array or NDJSON file, streamed, each with its raw text and

@@ -5,7 +5,7 @@ Two formats, told apart by the upload's first non-blank character:
 - `ndjson`: one payload per line (`{`); blank lines are not entries.
 
 Each entry comes with its raw text as it appears in the file, so the ledger stores it verbatim and
-dedups on its bytes exactly as the webhook dedups a body (SPEC §2.5), and with the byte offset just
+dedups on its bytes exactly as the webhook dedups a body, and with the byte offset just
 after it: the checkpoint a resumed job seeks to, in the file or with an S3 range request.
 
 How much is held at once: a read chunk (1 MiB) plus the entry being parsed. The array is parsed

@@ -1,4 +1,4 @@
-"""Imports: the upload, the job run, and the requeue of jobs whose message was lost (SPEC §5).
+"""Imports: the upload, the job run, and the requeue of jobs whose message was lost.
 
 The upload (`ImportSpool`, `import_job_create`)
     The body or the multipart file is spooled (memory, then a temporary file) while it is counted:

@@ -1,4 +1,4 @@
-"""The import endpoints (SPEC §5); amy/urls.py includes these, and tests use this URLconf alone."""
+"""The import endpoints; amy/urls.py includes these, and tests use this URLconf alone."""
 
 from __future__ import annotations
 

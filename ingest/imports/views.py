@@ -1,4 +1,4 @@
-"""`POST /v1/import` and `GET /v1/import/<id>` (SPEC §5).
+"""`POST /v1/import` and `GET /v1/import/<id>`.
 
 The upload is read as a stream and never whole: a raw body (a JSON array as `application/json`,
 NDJSON as `application/x-ndjson` or any `text/*`) chunk by chunk, a multipart file through an

@@ -1,4 +1,4 @@
-"""The lab endpoints (SPEC §5); amy/urls.py includes these, and tests use them on their own."""
+"""The lab endpoints; amy/urls.py includes these, and tests use them on their own."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/v1/labs` (SPEC §5): upload a lab report, list and read uploads, download the file, delete.
+"""`/v1/labs`: upload a lab report, list and read uploads, download the file, delete.
 
 Another user's upload answers exactly as an unknown id does: 404 `lab_not_found`.
 """

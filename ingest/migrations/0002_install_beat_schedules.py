@@ -1,4 +1,4 @@
-"""Install the Beat schedules (SPEC §3) so that a fresh database has them."""
+"""Install the Beat schedules so that a fresh database has them."""
 
 from django.db import migrations
 

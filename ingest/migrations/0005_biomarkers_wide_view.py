@@ -1,4 +1,4 @@
-"""The biomarkers_wide view (SPEC §4): one row per (user, lab upload), one column per tracked code."""
+"""The biomarkers_wide view: one row per (user, lab upload), one column per tracked code."""
 
 from django.db import migrations
 

@@ -1,4 +1,4 @@
-"""Sync stamps and tombstones for `GET /v1/sync` (SPEC §5, DESIGN "The sync cursor").
+"""Sync stamps and tombstones for `GET /v1/sync` (docs/api.md).
 
 The fields and indexes are Django's; the triggers that fill them are here, so that every writer
 (the bulk upsert, the ORM, cascaded deletes, a psql session) stamps its rows:

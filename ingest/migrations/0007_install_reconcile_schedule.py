@@ -1,4 +1,4 @@
-"""Install the nightly reconcile_recent schedule (SPEC §3: `0 3 * * *` UTC, queue `amy`)."""
+"""Install the nightly reconcile_recent schedule (`0 3 * * *` UTC, queue `amy`)."""
 
 from django.db import migrations
 

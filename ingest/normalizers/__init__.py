@@ -22,7 +22,7 @@ from ingest.normalizers import (
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, skipped
 from ingest.normalizers.data import data_event
 
-# Recorded and marked skipped:<type>: nothing to store by design (SPEC §3).
+# Recorded and marked skipped:<type>: nothing to store by design.
 SKIPPED_TYPES = frozenset(
     {
         "auth_cancelled",
@@ -78,5 +78,5 @@ NORMALIZERS: dict[str, Normalizer] = _registry()
 
 
 def normalizer_for(event_type: str) -> Normalizer:
-    """Any other well-formed type is recorded and skipped (SPEC §3)."""
+    """Any other well-formed type is recorded and skipped."""
     return NORMALIZERS.get(event_type, _skip_type)

@@ -1,6 +1,6 @@
 """Terra `activity` events into typed rows (pure: payload in, ParsedRows out).
 
-One `Activity` row per `data[]` item, keyed by `metadata.summary_id` (SPEC §4). An item whose
+One `Activity` row per `data[]` item, keyed by `metadata.summary_id`. An item whose
 `metadata.upload_type` is 4 (delete) is a deletion of that summary_id, not a row.
 """
 

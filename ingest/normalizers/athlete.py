@@ -1,7 +1,7 @@
 """Terra `athlete` events into typed rows (pure: payload in, ParsedRows out).
 
 The profile arrives as an `athlete` object, not a `data[]` array: one `Athlete` row per connection,
-the latest delivery winning (SPEC §4). Names, email, city, bio and the provider's user id are never
+the latest delivery winning. Names, email, city, bio and the provider's user id are never
 read: only sex, date of birth, age and country are kept.
 """
 

@@ -1,6 +1,6 @@
 """Terra `body` events into typed rows (pure: payload in, ParsedRows out).
 
-One `BodyMeasurement` row per measured value, keyed by (`measured_at`, `metric`) (SPEC §4). A value
+One `BodyMeasurement` row per measured value, keyed by (`measured_at`, `metric`). A value
 that is null (the metric was not measured) or not a number gives no row: a null row would only
 hide what an earlier copy stored. A sample without a usable time gives no rows either.
 """

@@ -1,7 +1,7 @@
 """Terra `daily` events into typed rows (pure: payload in, ParsedRows out).
 
 One `DailySummary` row per `data[]` item, keyed by the calendar date of `metadata.start_time` as
-written (SPEC §4). A daily payload carries the running totals so far for that day. Every path is
+written. A daily payload carries the running totals so far for that day. Every path is
 read from the item itself so that a warning names the field's full path.
 """
 

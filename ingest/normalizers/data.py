@@ -80,7 +80,7 @@ def _connection_for_share(terra_user_id: str) -> TerraConnection | None:
 
 
 def resolve_owner(context: EventContext) -> Owner | Outcome:
-    """The user whose rows these are, or the outcome when there is none to write for (SPEC §3)."""
+    """The user whose rows these are, or the outcome when there is none to write for."""
     if context.user_id:
         return Owner(context.user_id, context.provider)
     if not context.terra_user_id:

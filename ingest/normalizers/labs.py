@@ -1,11 +1,11 @@
 """Terra lab reports (`event_type = "lab_report"`) into biomarkers, and the upload's status.
 
-Three shapes arrive (TERRA.md §6): the legacy `{upload_id, data: [...]}` with flat items (shape C
+Three shapes arrive: the legacy `{upload_id, data: [...]}` with flat items (shape C
 with layout B), and Terra's `lab_report.completed` / `lab_report.failed` events (shape A), whose
 `data.results[]` nest each result under `source`, `biomarker`, `measurement`, `interpretation`
 and `reference_ranges`. A flat item inside `data.results[]` (layout B) is read as well.
 
-Column rules (SPEC §4), where the SPEC leaves a choice:
+Column rules, where a payload could be read more than one way:
 - `code`: `biomarker` (shape A `biomarker.key`), else `loinc_code`, else a slug of `display_name`;
   an unmatched result without a display name falls back to a slug of the lab's own name
   (`original_name`, shape A `source.name`), so results Terra could not match are kept; an item

@@ -1,4 +1,4 @@
-"""Connection lifecycle events (SPEC §4): auth, user_reauth, deauth, access_revoked,
+"""Connection lifecycle events: auth, user_reauth, deauth, access_revoked,
 connection_error, permission_change."""
 
 from __future__ import annotations

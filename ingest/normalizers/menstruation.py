@@ -1,7 +1,7 @@
 """Terra `menstruation` events into typed rows (pure: payload in, ParsedRows out).
 
 One `MenstruationDay` row per `data[]` item, keyed by the calendar date of `metadata.start_time` as
-written (SPEC §4). `phase` is Terra's `current_phase` enum, an integer where 0 (unknown) is a value.
+written. `phase` is Terra's `current_phase` enum, an integer where 0 (unknown) is a value.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Terra `nutrition` events into typed rows (pure: payload in, ParsedRows out).
 
 One `NutritionDaily` row per `data[]` item, keyed by the calendar date of `metadata.start_time` as
-written (SPEC §4): the day's totals from `summary.macros.*` and `summary.water_ml`. Meals and drink
+written: the day's totals from `summary.macros.*` and `summary.water_ml`. Meals and drink
 samples are not stored.
 """
 

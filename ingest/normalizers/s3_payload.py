@@ -53,7 +53,7 @@ def normalize(context: EventContext) -> Outcome:
         raise BadData("fetched payload is itself an s3_payload")
 
     # The fetched record keeps the ping's delivery headers: its ordering timestamp decides which
-    # copy of a record wins (SPEC §4), and the trace id and terra-reference correlate it.
+    # copy of a record wins, and the trace id and terra-reference correlate it.
     parent = RawEvent.objects.filter(pk=context.raw_event_id).values("trace_id", "terra_reference").first() or {}
     child_id = raw_event_insert(
         body_text=body_text,

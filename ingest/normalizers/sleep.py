@@ -3,7 +3,7 @@
 One `SleepSession` row per `data[]` item, keyed by `metadata.summary_id` (nullable in Terra's
 schema: the `metadata.start_time` string as sent stands in for it). `sleep_score` is `scores.sleep`,
 else `data_enrichment.sleep_score`; it is a merged field, so the writer keeps a stored value when
-this copy's is null (SPEC §4).
+this copy's is null.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading values out of Terra payloads: never crash on a missing block, a null leaf or a number
 sent as a string; record a warning (naming the field) when a value is present but unusable.
 
-SPEC §3-§4: numbers given as strings are numbers; a value that is not a number where one is
+The rules: numbers given as strings are numbers; a value that is not a number where one is
 expected becomes null (the rest of the row is kept); a timestamp without an offset is UTC; a day's
 date is the date part of the timestamp as written; Terra's enums are integers where 0 is a value.
 """

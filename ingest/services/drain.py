@@ -1,4 +1,4 @@
-"""raw_events_drain: the safety net for lost publishes and crashed workers (SPEC §3, Beat */5)."""
+"""raw_events_drain: the safety net for lost publishes and crashed workers (Beat */5)."""
 
 from __future__ import annotations
 

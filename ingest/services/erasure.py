@@ -1,4 +1,4 @@
-"""Carrying out an account erasure (DELETE /v1/me, SPEC §5), asked for by accounts.erasure.
+"""Carrying out an account erasure (DELETE /v1/me), asked for by accounts.erasure.
 
 In order: deauthorize every connection at Terra, delete the stored lab and import files, then in
 one transaction delete typed rows, lab uploads (biomarkers with them) and imports, redact the

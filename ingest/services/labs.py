@@ -1,4 +1,4 @@
-"""Lab uploads and the lab-report events waiting for them (SPEC §3-§4).
+"""Lab uploads and the lab-report events waiting for them.
 
 A lab report may reach the webhook before we know Terra's upload id (the submission task stores it
 only after Terra answers): such an event is parked `no_lab_upload` under `reference_id` = the

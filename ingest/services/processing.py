@@ -1,4 +1,4 @@
-"""raw_event_process: one delivery of one ledger row through its normalizer (SPEC §3).
+"""raw_event_process: one delivery of one ledger row through its normalizer.
 
 The shape of a delivery:
 1. Claim the row and count the delivery in its own committed transaction, before any work, so
@@ -165,7 +165,7 @@ class ProcessResult:
 
 
 def retry_countdown(retries: int) -> float:
-    """min(base * 2^n, max) seconds, +/- 20 % jitter (SPEC §3)."""
+    """min(base * 2^n, max) seconds, +/- 20 % jitter."""
     delay = min(settings.AMY_RETRY_BASE_SECONDS * 2**retries, settings.AMY_RETRY_MAX_SECONDS)
     return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
 
@@ -232,7 +232,7 @@ def event_context(raw_event: RawEvent | ClaimedEvent, request_id: str | None = N
         ordering_ts=raw_event.ordering_ts,
         request_id=request_id or raw_event.request_id,
         payload=payload,
-        # Imported rows belong to the importing user whatever Terra user they name (SPEC §3).
+        # Imported rows belong to the importing user whatever Terra user they name.
         user_id=raw_event.user_id if raw_event.source == RawEventSource.IMPORT else None,
     )
 

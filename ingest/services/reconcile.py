@@ -1,4 +1,4 @@
-"""reconcile_recent: the nightly safety net (SPEC §3, Beat `0 3 * * *` UTC, queue `amy`).
+"""reconcile_recent: the nightly safety net (Beat `0 3 * * *` UTC, queue `amy`).
 
 For each `active` or `degraded` connection, ask Terra to re-send the last RECONCILE_DAYS days of
 activity, sleep, daily and body through the webhook (`to_webhook=true`), so that anything a lost
@@ -10,7 +10,7 @@ Bounded and fault-isolated:
   `not_reached` (one connection can overrun by at most its four calls' timeouts).
 - A connection whose request fails (Terra down, a 4xx for that user) counts as `failed` and the
   run goes on with the next one.
-- Terra's data-read limits are per Terra user (TERRA.md §8), so one connection's 429 only ends that
+- Terra's data-read limits are per Terra user, so one connection's 429 only ends that
   connection (`rate_limited`); RECONCILE_RATE_LIMIT_STREAK consecutive 429s look like a limit on the
   whole account and stop the run early (`stopped = "rate_limited"`, the rest `not_reached`).
 - The run starts at a different connection each day, so a run that cannot reach everyone does not

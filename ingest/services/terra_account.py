@@ -1,4 +1,4 @@
-"""A user's Terra account from the API's side (SPEC §5): connect, refresh, disconnect, erase.
+"""A user's Terra account from the API's side: connect, refresh, disconnect, erase.
 
 - `connect_session`: a Terra Connect widget session whose reference id is the user's id, so that
   the `auth` webhook names the user.

@@ -1,4 +1,4 @@
-"""typed_rows_write: parsed rows into the typed tables, one bulk upsert per table (SPEC §4).
+"""typed_rows_write: parsed rows into the typed tables, one bulk upsert per table.
 
 Which copy wins: a copy replaces the stored values when its (`ordering_ts`, `raw_event_id`) is at
 least the stored pair — `ordering_ts` is Terra's `x-terra-ordering-timestamp` (a missing one sorts

@@ -26,7 +26,7 @@ RETURNING id
 
 @dataclass(frozen=True)
 class DeliveryHeaders:
-    """Terra's delivery headers, kept on the row for correlation (SPEC §2.5)."""
+    """Terra's delivery headers, kept on the row for correlation."""
 
     trace_id: str | None = None
     terra_reference: str | None = None

@@ -1,4 +1,4 @@
-"""Bearer tokens (SPEC §5): Amy CLI tokens (HS256) and Clerk session tokens (RS256 via JWKS)."""
+"""Bearer tokens: Amy CLI tokens (HS256) and Clerk session tokens (RS256 via JWKS)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CORS on `/v1/*` for the origins in CORS_ALLOWED_ORIGINS (SPEC §1), and nowhere else."""
+"""CORS on `/v1/*` for the origins in CORS_ALLOWED_ORIGINS, and nowhere else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLI login by device flow, and logout (SPEC §5); the per-IP rate limit on it (SPEC §1)."""
+"""CLI login by device flow, and logout; the per-IP rate limit on it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Idempotency-Key on authenticated POST /v1/* (SPEC §1)."""
+"""Idempotency-Key on authenticated POST /v1/*."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The console (SPEC §6): the Django admin at /console/ — raw events without COUNT(*), the pretty
+"""The console: the Django admin at /console/ — raw events without COUNT(*), the pretty
 payload, the replay action through the replay service, traces and the read-only admins."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The console in a real browser (issue 6): Debian's chromium, driven by its chromedriver through
+"""The console in a real browser: Debian's chromium, driven by its chromedriver through
 selenium, against a live server on the test database and a real Celery worker.
 
 An operator logs in through the admin's own form, opens the dead letters, ticks two, runs the

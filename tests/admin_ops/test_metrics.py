@@ -1,4 +1,4 @@
-"""`GET /metrics` (SPEC §6): the key, the Prometheus text, and what the counters and gauges show."""
+"""`GET /metrics`: the key, the Prometheus text, and what the counters and gauges show."""
 
 from __future__ import annotations
 

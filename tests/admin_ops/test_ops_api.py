@@ -1,4 +1,4 @@
-"""The JSON ops API (SPEC §6): the admin key, /admin/healthz, /admin/dlq, raw events, users."""
+"""The JSON ops API: the admin key, /admin/healthz, /admin/dlq, raw events, users."""
 
 from __future__ import annotations
 

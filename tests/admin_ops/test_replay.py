@@ -1,4 +1,4 @@
-"""Replay (SPEC §6): one service for the endpoints and the command; lineage, guard, dry run, bulk."""
+"""Replay: one service for the endpoints and the command; lineage, guard, dry run, bulk."""
 
 from __future__ import annotations
 

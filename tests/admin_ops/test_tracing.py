@@ -1,4 +1,4 @@
-"""Tracing (SPEC §6): a webhook's journey in trace_events, a tracer that never fails its caller,
+"""Tracing: a webhook's journey in trace_events, a tracer that never fails its caller,
 no secrets in traces, /admin/traces and the retention job."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`GET /admin/user/<id>` (SPEC §6): the snapshot's recent traces — the rows naming the user and the
+"""`GET /admin/user/<id>`: the snapshot's recent traces — the rows naming the user and the
 journeys of the user's ledger rows, newest first, at most `traces_limit`."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The end-of-scenario accounting: what Terra was told (answered 200) against what PostgreSQL holds.
 
-Every scenario ends with the same checks (RELIABILITY.md I1 and I2):
+Every scenario ends with the same checks (a webhook answered 200 is never lost, and no event is
+written twice):
 - every body was answered 200 in the end (Terra redelivers the others), and each one that was is
   exactly one ledger row (by sha256 of the body, the ledger's dedup key), whose payload is the
   body byte for byte; the ledger holds nothing that was not sent;

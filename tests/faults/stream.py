@@ -29,7 +29,7 @@ from tests.terra import sample, signed_headers
 # One log line per request would bury a scenario's own output.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-TERRA_PUSH_TIMEOUT = 8.0  # Terra gives up on an answer after 8 s (TERRA.md)
+TERRA_PUSH_TIMEOUT = 8.0  # Terra gives up on an answer after 8 s
 
 # The Terra user of auth_success.json: once its auth event is processed, data events naming it
 # are written for our user instead of parked.

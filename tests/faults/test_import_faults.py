@@ -1,4 +1,4 @@
-"""Imports on a private stack (SPEC §5): a worker killed mid-import resumes from its checkpoint with
+"""Imports on a private stack: a worker killed mid-import resumes from its checkpoint with
 exact counters, and a poison file that kills its worker every time ends `failed` after a bounded
 number of deliveries, with its copy on terra-events-dlq.
 

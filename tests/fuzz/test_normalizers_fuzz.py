@@ -1,4 +1,4 @@
-"""The pure parsers (ingest/normalizers/*.parse) under generated payloads (SPEC §3-§4).
+"""The pure parsers (ingest/normalizers/*.parse) under generated payloads.
 
 Whatever JSON object arrives, a parser either returns rows that PostgreSQL will take as they are
 (every value fits its column), or raises BadData with a short readable message naming the field.

@@ -1,4 +1,4 @@
-"""`terra-signature` under generated headers (SPEC §2.2): a header is accepted only when one of its
+"""`terra-signature` under generated headers: a header is accepted only when one of its
 `v1` values is the HMAC of `<t>.<body>` under a configured secret within ±300 s; every other header
 is a 401 with the reason a reference reading of the header gives; nothing raises or answers 5xx."""
 
@@ -28,7 +28,7 @@ def hmac_hex(secret: str, t: str, body: bytes = BODY) -> str:
 
 
 def expected_reason(header: str | None, now: float, body: bytes = BODY) -> SignatureFailure | None:
-    """A reference reading of the header (Terra's SDK order, TERRA.md §1): None means accepted."""
+    """A reference reading of the header (in the order Terra's SDK checks it): None means accepted."""
     if header is None or not header.strip():
         return SignatureFailure.MISSING_HEADER
     if len(header) > 4096:

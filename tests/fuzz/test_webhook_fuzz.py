@@ -1,4 +1,4 @@
-"""The webhook under generated bodies (SPEC §2): a signed body is either stored (200 and a ledger
+"""The webhook under generated bodies: a signed body is either stored (200 and a ledger
 row holding it verbatim) or refused with the flat 4xx it deserves; nothing answers 5xx."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile bodies through the whole path on a real worker (SPEC §3): webhook → ledger → Redis →
+"""Hostile bodies through the whole path on a real worker: webhook → ledger → Redis →
 Celery. A body that can never normalize ends `dead` after one delivery with a `bad_data:` error a
 person can read; one with an unusable value is processed with that value null; the worker keeps
 serving afterwards."""

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-MAX_BYTES = 10 * 1024 * 1024  # SPEC §1: 10 MB = 10,485,760 bytes
+MAX_BYTES = 10 * 1024 * 1024  # the lab upload cap: 10 MB = 10,485,760 bytes
 
 
 def pdf() -> bytes:

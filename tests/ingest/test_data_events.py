@@ -1,4 +1,4 @@
-"""Whose rows a data event writes (SPEC §3): its connection, a connection made from
+"""Whose rows a data event writes: its connection, a connection made from
 user.reference_id, or none yet (parked until one appears); inactive connections write nothing."""
 
 from __future__ import annotations

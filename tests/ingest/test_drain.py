@@ -1,4 +1,4 @@
-"""The five-minute drain (SPEC §3): what it selects, in what order, how many, and what it kills."""
+"""The five-minute drain: what it selects, in what order, how many, and what it kills."""
 
 from __future__ import annotations
 

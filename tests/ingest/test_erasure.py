@@ -1,4 +1,4 @@
-"""DELETE /v1/me (SPEC §5): the account and its data are erased, asynchronously and once.
+"""DELETE /v1/me: the account and its data are erased, asynchronously and once.
 
 What the promise means here: after the erasure, nothing of the user's health data is left in our
 database or file store (ledger rows stay as tombstones without payload), Terra was asked to

@@ -1,4 +1,4 @@
-"""POST /v1/import and GET /v1/import/<id> (SPEC §5), and the import job run in-process: what is
+"""POST /v1/import and GET /v1/import/<id>, and the import job run in-process: what is
 stored, what enters the ledger and how it is counted, checkpoints, failure and its DLQ copy.
 
 Publishing is recorded, not sent: these tests never put messages on the shared Redis.

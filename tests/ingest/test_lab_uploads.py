@@ -1,4 +1,4 @@
-"""Lab uploads (SPEC §5 `/v1/labs`, RELIABILITY §4): accepted by content within the size cap, stored
+"""Lab uploads (`/v1/labs`): accepted by content within the size cap, stored
 under our own key on a real S3 server (or local disk), submitted to a fake Terra over loopback, and
 read back, downloaded and deleted by their owner only."""
 

@@ -1,4 +1,4 @@
-"""Lab reports (SPEC §3-§4, TERRA.md §6): the biomarker parser, then the worker's path end to end."""
+"""Lab reports: the biomarker parser, then the worker's path end to end."""
 
 from __future__ import annotations
 

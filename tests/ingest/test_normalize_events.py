@@ -1,4 +1,4 @@
-"""Data events through the worker's service into typed tables (SPEC §3-§4): redeliveries, order,
+"""Data events through the worker's service into typed tables: redeliveries, order,
 nulls, malformed shapes, and every sample processed."""
 
 from __future__ import annotations

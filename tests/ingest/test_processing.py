@@ -1,4 +1,4 @@
-"""The worker's service (SPEC §3), called directly: claims, outcomes, retries and dead letters."""
+"""The worker's service, called directly: claims, outcomes, retries and dead letters."""
 
 from __future__ import annotations
 

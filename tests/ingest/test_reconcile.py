@@ -1,4 +1,4 @@
-"""reconcile_recent (SPEC §3): the nightly 7-day backfill request of every active or degraded
+"""reconcile_recent: the nightly 7-day backfill request of every active or degraded
 connection, against a fake Terra on loopback, and its Beat schedule."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_one_failing_connection_does_not_stop_the_others(terra: FakeTerra, statu
 
 
 def test_one_rate_limited_connection_does_not_stop_the_others(terra: FakeTerra) -> None:
-    # Terra's data-read limits are per Terra user (TERRA.md §8).
+    # Terra's data-read limits are per Terra user.
     connections(ConnectionStatus.ACTIVE, ConnectionStatus.ACTIVE, ConnectionStatus.ACTIVE)
     terra.user_status["t1"] = 429
     result = reconcile_recent()

@@ -1,4 +1,4 @@
-"""Ping mode (SPEC §3): an `s3_payload` event's body is fetched into its own ledger row.
+"""Ping mode: an `s3_payload` event's body is fetched into its own ledger row.
 
 The pre-signed URLs point at a loopback server (tests/payload_server.py) standing in for S3.
 """

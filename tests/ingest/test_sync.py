@@ -1,4 +1,4 @@
-"""`GET /v1/sync` (SPEC §5, DESIGN "The sync cursor"): every change exactly as committed, in pages.
+"""`GET /v1/sync` (docs/api.md): every change exactly as committed, in pages.
 
 Transactional tests throughout: the endpoint serves only rows stamped below the oldest running
 transaction, so rows written inside a test's own (still open) transaction would never be served.

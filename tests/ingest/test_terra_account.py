@@ -1,4 +1,4 @@
-"""GET /v1/me, POST /v1/connect and DELETE /v1/connections/<id> (SPEC §5) against a fake Terra on
+"""GET /v1/me, POST /v1/connect and DELETE /v1/connections/<id> against a fake Terra on
 loopback: what is asked of Terra, what is answered, and what changes (or does not) locally."""
 
 from __future__ import annotations

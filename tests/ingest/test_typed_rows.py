@@ -1,4 +1,4 @@
-"""The typed-row writer (SPEC §4): upsert by natural key, newer copy wins, merged enrichment."""
+"""The typed-row writer: upsert by natural key, newer copy wins, merged enrichment."""
 
 from __future__ import annotations
 

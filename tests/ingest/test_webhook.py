@@ -1,4 +1,4 @@
-"""The Terra webhook (SPEC §2): what it answers, and what it writes and publishes for each answer."""
+"""The Terra webhook: what it answers, and what it writes and publishes for each answer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 WEBHOOK_PATHS = ["/webhooks/terra", "/webhook/terra", "/webhook", "/terra", "/"]
 
-# The event type each sample is stored under (SPEC §2.4): `type`, except the lab shapes.
+# The event type each sample is stored under: `type`, except the lab shapes.
 EXPECTED_TYPES = {name: json.loads(sample(name)).get("type") or "lab_report" for name in SAMPLES} | {
     "lab_report_completed": "lab_report",
     "lab_report_failed": "lab_report",

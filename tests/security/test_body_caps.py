@@ -1,4 +1,4 @@
-"""Body caps are enforced before a body is read whole (SPEC §1-§2, RELIABILITY.md §4).
+"""Body caps are enforced before a body is read whole.
 
 Against a live gunicorn, a raw socket sends only the request head with a Content-Length past the
 cap and then waits: the answer (413 in the right shape) arrives while not one byte of the body has
@@ -84,7 +84,7 @@ def test_every_capped_body_is_refused_from_its_declared_length_before_any_of_it_
     auth = {"Authorization": f"Bearer {token}"}
     multipart = {"Content-Type": "multipart/form-data; boundary=xyz", **auth}
 
-    # The webhook: its flat shape (SPEC §1), and nothing stored.
+    # The webhook: its flat shape, and nothing stored.
     status, answer = head_only(
         web.port,
         "POST",

@@ -1,4 +1,4 @@
-"""Secrets are compared in constant time (RELIABILITY.md §2.3, §4; S7): read from the source,
+"""Secrets are compared in constant time: read from the source,
 since timing measurements are too noisy for a shared machine and banned from this suite.
 
 The admin keys reach exactly one comparison, `hmac.compare_digest` over SHA-256 digests of both

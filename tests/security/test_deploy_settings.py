@@ -1,4 +1,4 @@
-"""Production settings (RELIABILITY.md §4, S12): Django's deployment checklist passes with no
+"""Production settings: Django's deployment checklist passes with no
 warning, the HTTPS settings hold the values it checks for, and what a deployment may need to
 change is changeable from the environment."""
 

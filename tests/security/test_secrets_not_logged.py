@@ -1,4 +1,4 @@
-"""No secret reaches a log line (RELIABILITY.md §2-§4): the main flows run with every log record
+"""No secret reaches a log line: the main flows run with every log record
 captured at DEBUG, in this process and in a live gunicorn and Celery worker, and none of the
 configured secrets, nor any credential a client sent (signatures, bearer tokens, device codes,
 admin keys), appears in what was logged."""

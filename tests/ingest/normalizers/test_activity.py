@@ -1,4 +1,4 @@
-"""SPEC §4: `activity` events into `activities` rows (the pure parser, no database)."""
+"""`activity` events into `activities` rows (the pure parser, no database)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4: `athlete` events into the `athletes` row (the pure parser, no database)."""
+"""`athlete` events into the `athletes` row (the pure parser, no database)."""
 
 from __future__ import annotations
 

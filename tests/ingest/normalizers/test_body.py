@@ -1,4 +1,4 @@
-"""SPEC §4: `body` events into `body_measurements` rows, one per value (the pure parser, no database)."""
+"""`body` events into `body_measurements` rows, one per value (the pure parser, no database)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4: `daily` events into `daily_summary` rows (the pure parser, no database)."""
+"""`daily` events into `daily_summary` rows (the pure parser, no database)."""
 
 from __future__ import annotations
 

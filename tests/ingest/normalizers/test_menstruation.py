@@ -1,4 +1,4 @@
-"""SPEC §4: `menstruation` events into `menstruation_days` rows (the pure parser, no database)."""
+"""`menstruation` events into `menstruation_days` rows (the pure parser, no database)."""
 
 from __future__ import annotations
 

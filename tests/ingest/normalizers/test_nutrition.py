@@ -1,4 +1,4 @@
-"""SPEC §4: `nutrition` events into `nutrition_daily` rows (the pure parser, no database)."""
+"""`nutrition` events into `nutrition_daily` rows (the pure parser, no database)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4: `sleep` events into `sleep_sessions` rows (the pure parser, no database)."""
+"""`sleep` events into `sleep_sessions` rows (the pure parser, no database)."""
 
 from __future__ import annotations
 
