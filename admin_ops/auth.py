@@ -3,6 +3,11 @@ AMY_ADMIN_READ_KEY (GET only), compared in constant time; never read from the qu
 
 Use `AdminApiView` as the base of every `/admin/*` JSON endpoint: it authenticates the key,
 refuses writes to the read key (403 `forbidden`), and limits failed attempts per client IP.
+
+The key is checked before the limit, and only a wrong key counts or is refused: anyone can send
+wrong keys, and a limit that refused the right one too would let them lock out every operator and
+every Prometheus scrape. The client IP is taken through the trusted proxies (amy/client_ip.py):
+behind a proxy, REMOTE_ADDR is the proxy, the same for every caller.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied, Throttled
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.views import APIView
+
+from amy.client_ip import client_ip
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -48,12 +55,8 @@ def _matches(given: str, expected: str) -> bool:
     )
 
 
-def _client_ip(request: Request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
-
-
 def _failure_key(request: Request) -> str:
-    return f"admin-key-failures:{_client_ip(request)}"
+    return f"admin-key-failures:{client_ip(request)}"
 
 
 def _too_many_failures(request: Request) -> bool:
@@ -73,8 +76,6 @@ def _count_failure(request: Request) -> None:
 
 class AdminKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[AdminPrincipal, None]:
-        if _too_many_failures(request):
-            raise Throttled(wait=_FAILURE_WINDOW_SECONDS)
         given = request.headers.get(ADMIN_KEY_HEADER)
         if not given:
             raise NotAuthenticated("The x-admin-key header is missing.")
@@ -83,6 +84,8 @@ class AdminKeyAuthentication(BaseAuthentication):
             return AdminPrincipal(can_write=True, actor=actor), None
         if _matches(given, settings.AMY_ADMIN_READ_KEY):
             return AdminPrincipal(can_write=False, actor=actor), None
+        if _too_many_failures(request):
+            raise Throttled(wait=_FAILURE_WINDOW_SECONDS)
         _count_failure(request)
         raise AuthenticationFailed("The admin key is not valid.")
 
