@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.test.client import encode_multipart
+from django.utils import timezone
 
 from accounts.idempotency import idempotency_forget_user
 from accounts.models import IdempotencyKey, User
@@ -95,3 +100,112 @@ def test_forgetting_a_user_deletes_their_keys_and_kept_answers_only(client: Clie
     post(client, {"a": 1}, user_token=token("u2"))
     assert idempotency_forget_user("u1") == 1
     assert list(IdempotencyKey.objects.values_list("user_id", flat=True)) == ["u2"]
+
+
+def upload(client: Client, files: dict[str, tuple[str, bytes]], *, boundary: str, key: str = "upload-1", **fields):
+    data = {name: SimpleUploadedFile(file_name, content) for name, (file_name, content) in files.items()} | fields
+    return client.post(
+        "/v1/upload",
+        encode_multipart(boundary, data),
+        content_type=f"multipart/form-data; boundary={boundary}",
+        headers={"Authorization": f"Bearer {token()}", "Idempotency-Key": key},
+    )
+
+
+def test_a_retried_upload_under_a_new_boundary_replays_the_first_answer(client: Client) -> None:
+    file = b"%PDF-1.7\n" + b"x" * 5000
+    first = upload(client, {"file": ("report.pdf", file)}, boundary="first-boundary", note="fasting")
+    again = upload(client, {"file": ("report.pdf", file)}, boundary="retry-boundary-longer", note="fasting")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"file": ("report.pdf", b"y" * (2 * 1024 * 1024))},  # same length as the first, past 1 MiB
+        {"file": ("other-name.pdf", b"x" * (2 * 1024 * 1024))},
+        {"attachment": ("report.pdf", b"x" * (2 * 1024 * 1024))},
+    ],
+)
+def test_another_file_under_the_same_key_is_409_even_of_the_same_length(client: Client, change: dict) -> None:
+    upload(client, {"file": ("report.pdf", b"x" * (2 * 1024 * 1024))}, boundary="b1")
+    response = upload(client, change, boundary="b1")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_mismatch"
+
+
+def test_another_field_value_under_the_same_key_is_409(client: Client) -> None:
+    upload(client, {"file": ("a.pdf", b"same")}, boundary="b1", note="fasting")
+    response = upload(client, {"file": ("a.pdf", b"same")}, boundary="b1", note="not fasting")
+    assert response.json()["error"]["code"] == "idempotency_key_mismatch"
+
+
+def test_the_view_still_reads_a_large_upload_whole_after_the_key_is_checked(client: Client) -> None:
+    file = bytes(range(256)) * (12 * 1024)  # 3 MiB: spooled to disk before the view reads it
+    response = upload(client, {"file": ("big.bin", file)}, boundary="b1", note="n")
+    assert response.json()["files"] == {"file": hashlib.sha256(file).hexdigest()}
+    assert response.json()["fields"] == {"note": "n"}
+
+
+def test_a_json_body_is_compared_as_parsed_not_byte_for_byte(client: Client) -> None:
+    headers = {"Authorization": f"Bearer {token()}", "Idempotency-Key": "json-1"}
+    first = client.post("/v1/echo", b'{"a": 1, "b": [1, 2]}', content_type="application/json", headers=headers)
+    again = client.post("/v1/echo", b'{"b":[1,2],"a":1}', content_type="application/json", headers=headers)
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+
+
+def test_a_429_is_not_kept_so_the_retry_runs(client: Client) -> None:
+    assert post(client, {"throttled": True}).status_code == 429
+    assert "Idempotent-Replayed" not in post(client, {"throttled": True})
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_a_running_request_holds_its_key_for_the_configured_time(client: Client, settings) -> None:
+    settings.AMY_IDEMPOTENCY_IN_PROGRESS_SECONDS = 3600
+    claim_seconds = upload(client, {"file": ("a.pdf", b"pdf")}, boundary="b1").json()["claim_seconds"]
+    assert claim_seconds is not None
+    assert 3500 < claim_seconds <= 3600
+
+
+def test_a_key_whose_request_died_unanswered_is_free_once_its_claim_lapses(client: Client) -> None:
+    post(client, {"a": 1}, key="died")
+    # What a worker killed mid-request leaves: a claim with no answer, past its time.
+    IdempotencyKey.objects.filter(key="died").update(status=None, locked_until=timezone.now() - timedelta(seconds=1))
+    again = post(client, {"a": 1}, key="died")
+    assert again.status_code == 201
+    assert "Idempotent-Replayed" not in again
+
+
+def test_a_key_in_use_answers_409_idempotency_key_in_use(client: Client) -> None:
+    post(client, {"a": 1}, key="running")
+    IdempotencyKey.objects.filter(key="running").update(status=None)
+    response = post(client, {"a": 1}, key="running")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_in_use"
+
+
+def test_keys_survive_a_redis_outage_and_flush(client: Client, settings) -> None:
+    first = post(client, {"a": 1}, key="outage")
+    cache.clear()
+    # Nothing listens on port 1: every cache call fails while the database answers.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+    }
+    again = post(client, {"a": 1}, key="outage")
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+
+
+def test_expired_keys_are_pruned_as_new_keys_are_claimed(client: Client) -> None:
+    for n in range(3):
+        post(client, {"a": n}, key=f"old-{n}")
+    IdempotencyKey.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    post(client, {"a": 1}, key="new")
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
