@@ -164,6 +164,10 @@ TERRA_API_CONFIGURED = bool(TERRA_DEV_ID and TERRA_API_KEY)
 TERRA_API_BASE_URL = env.str("TERRA_API_BASE_URL", default="https://api.tryterra.co/v2").rstrip("/")
 TERRA_API_TIMEOUT_SECONDS = env.float("TERRA_API_TIMEOUT_SECONDS", default=10.0)
 TERRA_SIGNATURE_TOLERANCE_SECONDS = 300
+# Where the worker may fetch an s3_payload ping's body from (ingest/services/payload_fetch.py):
+# `scheme://host[:port]`, comma-separated; `*.` stands for one or more labels. A private or
+# loopback address is fetched from only when it is itself listed here.
+AMY_S3_PAYLOAD_HOSTS = env.list("AMY_S3_PAYLOAD_HOSTS", default=["https://*.amazonaws.com"])
 
 # PIPELINE; every number is a setting so tests can shrink it.
 # ------------------------------------------------------------------------------

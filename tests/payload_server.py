@@ -15,13 +15,21 @@ class Route:
     status: int = 200
     delay: float = 0.0  # seconds before the answer starts
     content_length: bool = True  # False: no header, the body ends when the connection closes
+    headers: dict[str, str] = field(default_factory=dict)  # more response headers (a Location)
 
 
 @dataclass
 class PayloadServer:
     routes: dict[str, Route] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # each request's Host header
     server: ThreadingHTTPServer | None = None
+
+    @property
+    def origin(self) -> str:
+        """The server's origin, as AMY_S3_PAYLOAD_HOSTS lists it."""
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def url(self, path: str) -> str:
         assert self.server is not None
@@ -33,12 +41,13 @@ class PayloadServer:
         return self.url(path)
 
     def start(self) -> None:
-        routes, requests = self.routes, self.requests
+        routes, requests, hosts = self.routes, self.requests, self.hosts
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 requests.append(path)
+                hosts.append(self.headers.get("host", ""))
                 route = routes.get(path, Route(b"<Error><Code>NoSuchKey</Code></Error>", status=404))
                 time.sleep(route.delay)
                 try:
@@ -46,6 +55,8 @@ class PayloadServer:
                     self.send_header("content-type", "application/json")
                     if route.content_length:
                         self.send_header("content-length", str(len(route.body)))
+                    for name, value in route.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(route.body)
                 except (BrokenPipeError, ConnectionResetError):

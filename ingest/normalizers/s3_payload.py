@@ -4,35 +4,30 @@ The fetched body becomes its own ledger row (`source = "s3_payload"`, `parent_id
 the same dedup as a webhook), published after commit and normalized as if Terra had pushed it;
 this row is marked `skipped:s3_payload_fetched`, so a renormalize never needs the expired link.
 
-The fetch runs inside the worker's transaction (the row lock is held meanwhile): it is bounded by
-`TERRA_API_TIMEOUT_SECONDS` per network operation and by the same figure for the whole download,
-and by `AMY_WEBHOOK_MAX_BYTES` for the body, so the lock is held for at most that long.
-4xx is bad data (an expired link answers 403); 5xx, 408, 429, timeouts and connection errors are
-transient and retried.
+The network fetch is a service (ingest/services/payload_fetch.py: only the origins in
+AMY_S3_PAYLOAD_HOSTS, no private addresses unless listed, no redirects, bounded in time and size);
+here the ping's url is checked and the fetched body parsed. The fetch runs inside the worker's
+transaction (the row lock is held meanwhile), so its time bound is the lock's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import TypeGuard
 from urllib.parse import urlsplit
 
-import httpx
-from django.conf import settings
-
 from ingest.classify import classify
-from ingest.errors import BadData, TransientError
+from ingest.errors import BadData
 from ingest.models import RawEvent, RawEventSource
 from ingest.normalizers.base import EventContext, Outcome, skipped
 from ingest.publish import publish_after_commit
+from ingest.services.payload_fetch import payload_fetch
 from ingest.services.webhook import DeliveryHeaders, dedup_key_for, raw_event_insert
 
 logger = logging.getLogger(__name__)
 
 FETCHED = "s3_payload_fetched"
-_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 def normalize(context: EventContext) -> Outcome:
@@ -85,40 +80,3 @@ def _is_http_url(url: object) -> TypeGuard[str]:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def payload_fetch(url: str) -> bytes:
-    """GET a pre-signed URL: the body, at most AMY_WEBHOOK_MAX_BYTES, within the timeout.
-
-    The URL is never logged or put in an error: its query string is a credential until it expires.
-    """
-    timeout = settings.TERRA_API_TIMEOUT_SECONDS
-    cap = settings.AMY_WEBHOOK_MAX_BYTES
-    host = urlsplit(url).hostname or "?"
-    deadline = time.monotonic() + timeout
-    try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as response:
-            status = response.status_code
-            if status >= 500 or status in _TRANSIENT_STATUSES:
-                raise TransientError(f"s3_payload fetch from {host} answered {status}")
-            if not 200 <= status < 300:
-                raise BadData(f"s3_payload fetch from {host} answered {status}")
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
-                raise BadData(f"s3_payload body of {declared} bytes is over {cap} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise BadData(f"s3_payload body is over {cap} bytes")
-                if time.monotonic() > deadline:
-                    raise TransientError(f"s3_payload fetch from {host} took over {timeout} s")
-                chunks.append(chunk)
-    except httpx.TimeoutException as exc:
-        raise TransientError(f"s3_payload fetch from {host} timed out") from exc
-    except (httpx.DecodingError, httpx.InvalidURL) as exc:
-        raise BadData(f"s3_payload fetch from {host} failed: {type(exc).__name__}") from exc
-    except httpx.HTTPError as exc:
-        raise TransientError(f"s3_payload fetch from {host} failed: {type(exc).__name__}") from exc
-    return b"".join(chunks)

@@ -1,6 +1,7 @@
 """Ping mode: an `s3_payload` event's body is fetched into its own ledger row.
 
-The pre-signed URLs point at a loopback server (tests/payload_server.py) standing in for S3.
+The pre-signed URLs point at a loopback server (tests/payload_server.py) standing in for S3, which
+AMY_S3_PAYLOAD_HOSTS lists for these tests (what it refuses: tests/security/test_s3_payload_fetch.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import socket
 from collections.abc import Iterator
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -29,11 +31,18 @@ _paths = count(1)
 
 
 @pytest.fixture(scope="module")
-def payload_server() -> Iterator[PayloadServer]:
+def payload_server_running() -> Iterator[PayloadServer]:
     server = PayloadServer()
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def payload_server(payload_server_running: PayloadServer, settings: Any) -> PayloadServer:
+    """The loopback stand-in for S3, listed as an origin the worker may fetch from."""
+    settings.AMY_S3_PAYLOAD_HOSTS = [payload_server_running.origin]
+    return payload_server_running
 
 
 def new_path(name: str = "daily") -> str:
@@ -154,10 +163,11 @@ def test_a_slow_server_times_out_and_is_retried(payload_server: PayloadServer, s
     assert children_of(raw_event) == []
 
 
-def test_an_unreachable_server_is_retried() -> None:
+def test_an_unreachable_server_is_retried(settings: Any) -> None:
     with socket.socket() as probe:  # a loopback port that nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    settings.AMY_S3_PAYLOAD_HOSTS = [f"http://127.0.0.1:{port}"]
     result, raw_event = process(store(ping(f"http://127.0.0.1:{port}/daily/1.json")))
     assert result.status == ProcessStatus.RETRY
     assert raw_event.process_error == "TransientError: s3_payload fetch from 127.0.0.1 failed: ConnectError"
