@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
+from django.db.models import OuterRef, Subquery
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -65,15 +66,20 @@ def user_for_token(token: str) -> tuple[User, TokenInfo]:
     else:
         raise InvalidToken("unsupported algorithm")
     subject = info.claims["sub"]
-    user = User.objects.filter(pk=subject).first()
+    # The erasure record comes with the user row, in one query: it outlives the row, and a token
+    # issued before it stays refused once a later sign-in has made a new account.
+    last_erasure = UserErasure.objects.filter(pk=OuterRef("pk")).values("requested_at")[:1]
+    user = User.objects.filter(pk=subject).annotate(erased_at=Subquery(last_erasure)).first()
     if user is None:
-        # Rare (a first sign-in, or one after an erasure): only here is the erasure record read.
+        # A first sign-in, or one after an erasure.
         erased_at = UserErasure.objects.filter(pk=subject).values_list("requested_at", flat=True).first()
         if erased_at is not None and _issued_before(info.claims, erased_at):
             raise AccountErased("the account was erased")
         user, _ = User.objects.get_or_create(id=subject)
     elif user.erasure_requested_at is not None and _issued_before(info.claims, user.erasure_requested_at):
         info = replace(info, erasure_pending=True)
+    elif user.erased_at is not None and _issued_before(info.claims, user.erased_at):
+        raise AccountErased("the account was erased")
     return user, info
 
 

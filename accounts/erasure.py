@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from accounts.models import User, UserErasure
@@ -26,3 +27,13 @@ def user_erasure_request(*, user: User, request_id: str | None = None) -> UserEr
             locked.erasure_requested_at = erasure.requested_at
             locked.save(update_fields=["erasure_requested_at"])
     return erasure
+
+
+def user_erased(user_id: str) -> bool:
+    """Whether `user_id` asked for its account's erasure and has no new account since: the erasure
+    is running (the user row still carries its stamp) or done (the row is gone). Then nothing may
+    be created for it: a late webhook naming it must not bring the account back."""
+    if not user_id:
+        return False
+    new_account = User.objects.filter(pk=user_id, erasure_requested_at=None)
+    return UserErasure.objects.filter(pk=user_id).filter(~Exists(new_account)).exists()

@@ -18,6 +18,7 @@ from ingest.errors import BadData
 from ingest.models import INACTIVE_CONNECTION_STATUSES, TerraConnection
 from ingest.normalizers.base import EventContext, Normalizer, Outcome, ParsedRows, parked, processed, skipped
 from ingest.services.connections import connection_appear, connection_touch_later, publish_later, terra_user_lock
+from ingest.services.erased_users import USER_ERASED, erased_user_event
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def resolve_owner(context: EventContext) -> Owner | Outcome:
     if connection is None:
         # user.reference_id is the id we gave Terra when the user connected: a known user's data
         # may arrive before its auth event.
+        if context.reference_id and erased_user_event(raw_event_id=context.raw_event_id, user_id=context.reference_id):
+            return skipped(USER_ERASED)
         if not context.reference_id or not User.objects.filter(pk=context.reference_id).exists():
             return parked("no_connection_for_terra_user")
         connection, unparked = connection_appear(

@@ -18,6 +18,7 @@ from ingest.services.connections import (
     publish_later,
     request_backfill_later,
 )
+from ingest.services.erased_users import USER_ERASED, erased_user_event
 
 
 def _scopes(user: Any) -> str | None:
@@ -40,6 +41,8 @@ def auth(context: EventContext) -> Outcome:
     user_id = context.reference_id or safe_text(context.payload.get("reference_id")) or ""
     if not context.terra_user_id or not user_id:
         raise BadData("auth success without user.user_id and reference_id")
+    if erased_user_event(raw_event_id=context.raw_event_id, user_id=user_id):
+        return skipped(USER_ERASED)
     user = context.payload.get("user")
     return _activate(
         context,
@@ -58,6 +61,8 @@ def user_reauth(context: EventContext) -> Outcome:
     user_id = context.reference_id or (old.user_id if old else "")
     if not context.terra_user_id or not user_id:
         raise BadData("user_reauth without new_user.user_id and a known user")
+    if erased_user_event(raw_event_id=context.raw_event_id, user_id=user_id):
+        return skipped(USER_ERASED)
     outcome = _activate(
         context,
         user_id=user_id,

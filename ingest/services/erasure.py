@@ -2,8 +2,10 @@
 
 In order: deauthorize every connection at Terra, delete the stored lab and import files, then in
 one transaction delete typed rows, lab uploads (biomarkers with them) and imports, redact the
-ledger payloads of the user's Terra users and of the user's imports (the rows stay as tombstones
-without payload), and delete the user. Terra and the file store come first because they can fail
+ledger payloads of the user's Terra users, of the user's imports and lab reports, and of events
+parked naming the user (the rows stay as tombstones without payload), delete the user's
+Idempotency-Key answers and the user; after the commit, delete the trace rows naming the user,
+their Terra users or their ledger rows. Terra and the file store come first because they can fail
 transiently: the task retries them, and on its last attempt records what it could not do on the
 erasure and erases the database rows regardless — the user's data in our database must go even
 when Terra is down. Safe to run any number of times: a finished erasure is not run again.
@@ -18,11 +20,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from accounts.idempotency import idempotency_forget_user
 from accounts.models import User, UserErasure
+from admin_ops.models import TraceEvent
 from amy.celery import app as celery_app
 from ingest.classify import LAB_REPORT
 from ingest.labs.services import LabStorageUnavailable
@@ -31,15 +35,20 @@ from ingest.models import (
     ImportJob,
     LabUpload,
     RawEvent,
+    RawEventSource,
     RawEventState,
     SyncDeletion,
     TerraConnection,
 )
+from ingest.services.erased_users import USER_ERASED
 from ingest.services.terra_account import connection_data_erase
 from ingest.terra_client import TerraClient, TerraRejected, TerraUnavailable
 from ingest.uploads import STORAGE_ERRORS, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
+
+# Trace rows are deleted by ledger id in statements of this many ids.
+_TRACE_DELETE_CHUNK = 5000
 
 
 class EraseStatus(enum.StrEnum):
@@ -74,10 +83,12 @@ def user_erase(*, user_id: str, final_attempt: bool, client: TerraClient | None 
         erasure.completed_at = timezone.now()
         erasure.errors = problems.items
         erasure.save(update_fields=["completed_at", "errors"])
+    traces = _traces_delete(user_id, rows)
     logger.info(
-        "user erased: %d typed rows, %d ledger payloads, %d problems left for operators",
+        "user erased: %d typed rows, %d ledger payloads, %d traces, %d problems left for operators",
         rows.typed_rows,
         rows.raw_events,
+        traces,
         len(problems.items),
     )
     return EraseStatus.ERASED
@@ -133,39 +144,70 @@ def _delete_files(user_id: str, problems: _Problems) -> None:
 class _RowsErased:
     typed_rows: int
     raw_events: int
+    # What names the user in rows outside the ones erased here (traces): kept for the last step.
+    terra_user_ids: list[str]
+    raw_event_ids: list[int]
+
+
+def _ledger_erase(rows: QuerySet[RawEvent]) -> int:
+    """Redact these ledger rows; those still waiting for a worker or for a connection are
+    `skipped:user_erased`, so no worker acts on them (nor dead-letters them as payload erased)."""
+    # Payloads first: a set selected by its state would no longer match once the state moved.
+    redacted = rows.exclude(payload=None).update(payload=None)
+    rows.filter(state__in=[RawEventState.RECEIVED, RawEventState.PARKED]).update(
+        state=RawEventState.SKIPPED, process_error=f"skipped:{USER_ERASED}", processed_at=Now(), lease_until=None
+    )
+    return redacted
 
 
 def _erase_rows(user_id: str) -> _RowsErased:
     """Everything of the user in our database, in the caller's transaction."""
     user = User.objects.select_for_update().filter(pk=user_id).first()
     typed_rows = raw_events = 0
+    terra_user_ids: list[str] = []
     for connection in TerraConnection.objects.filter(user_id=user_id):
+        terra_user_ids.append(connection.terra_user_id)
         result = connection_data_erase(connection=connection)
         typed_rows += result.typed_rows
         raw_events += result.raw_events
-    imported = RawEvent.objects.filter(user_id=user_id)
-    imported.filter(state__in=[RawEventState.RECEIVED, RawEventState.PARKED]).update(
-        state=RawEventState.SKIPPED, process_error="skipped:user_erased", processed_at=Now(), lease_until=None
-    )
-    raw_events += imported.exclude(payload=None).update(payload=None)
-    # Lab reports of the user's uploads name no Terra user of theirs: redact them by upload id.
+    # The user's imports, by owner and by job (an entry's row keeps its job id whatever it names).
+    import_ids = list(ImportJob.objects.filter(user_id=user_id).values_list("pk", flat=True))
+    imported = RawEvent.objects.filter(Q(user_id=user_id) | Q(source=RawEventSource.IMPORT, import_id__in=import_ids))
+    # Events parked for a Terra user we never connected, naming the user as Terra's reference id.
+    parked = RawEvent.objects.filter(state=RawEventState.PARKED, reference_id=user_id).exclude(event_type=LAB_REPORT)
+    # Lab reports of the user's uploads name no Terra user of theirs: by upload id.
     terra_upload_ids = [
         upload_id
         for upload_id in LabUpload.objects.filter(user_id=user_id).values_list("terra_upload_id", flat=True)
         if upload_id
     ]
-    if terra_upload_ids:
-        raw_events += (
-            RawEvent.objects.filter(event_type=LAB_REPORT, reference_id__in=terra_upload_ids)
-            .exclude(payload=None)
-            .update(payload=None)
-        )
+    lab_reports = RawEvent.objects.filter(event_type=LAB_REPORT, reference_id__in=terra_upload_ids)
+    raw_event_ids = [
+        *RawEvent.objects.filter(terra_user_id__in=terra_user_ids).values_list("pk", flat=True),
+        *(imported | parked | lab_reports).values_list("pk", flat=True),
+    ]
+    for rows in (imported, parked, lab_reports):
+        raw_events += _ledger_erase(rows)
+    idempotency_forget_user(user_id)
     if user is not None:
         # Cascades: connections, typed rows, lab uploads and biomarkers, imports, tokens, logins.
         user.delete()
     # The delete triggers wrote tombstones for a mirror that no longer has an owner.
     SyncDeletion.objects.filter(user_id=user_id).delete()
-    return _RowsErased(typed_rows=typed_rows, raw_events=raw_events)
+    return _RowsErased(
+        typed_rows=typed_rows, raw_events=raw_events, terra_user_ids=terra_user_ids, raw_event_ids=raw_event_ids
+    )
+
+
+def _traces_delete(user_id: str, rows: _RowsErased) -> int:
+    """Trace rows naming the user, their Terra users or their ledger rows. After the commit: the
+    tracer writes from a background thread, and the erasure's own transaction traced nothing yet."""
+    names_user = Q(user_id=user_id) | Q(terra_user_id__in=rows.terra_user_ids)
+    deleted, _ = TraceEvent.objects.filter(names_user).delete()
+    for start in range(0, len(rows.raw_event_ids), _TRACE_DELETE_CHUNK):
+        chunk = rows.raw_event_ids[start : start + _TRACE_DELETE_CHUNK]
+        deleted += TraceEvent.objects.filter(raw_event_id__in=chunk).delete()[0]
+    return deleted
 
 
 ERASE_TASK = "ingest.user_erase"

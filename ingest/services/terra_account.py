@@ -231,9 +231,10 @@ def connection_data_erase(*, connection: TerraConnection) -> EraseResult:
     """Delete the connection's typed rows and redact its ledger payloads, in the caller's transaction.
 
     Typed rows: every connection table, rows of this user and this Terra user. Ledger: every row of
-    this Terra user (not imported by another user) keeps its metadata as a tombstone with `payload` NULL; rows still waiting for a
-    worker (`received`) are marked `skipped:connection_inactive` (what the worker would decide for a
-    deauthorized connection) so they do not dead-letter as "payload erased".
+    this Terra user (not imported by another user) keeps its metadata as a tombstone with `payload`
+    NULL; rows still waiting for a worker or a connection (`received`, `parked`) are marked
+    `skipped:connection_inactive` (what the worker would decide for a deauthorized connection) so
+    they do not dead-letter as "payload erased".
     """
     if not connection.terra_user_id:  # never: the column is required; "" would match lab reports
         return EraseResult(typed_rows=0, raw_events=0)
@@ -247,7 +248,7 @@ def connection_data_erase(*, connection: TerraConnection) -> EraseResult:
     ledger = RawEvent.objects.filter(
         Q(user_id__isnull=True) | Q(user_id=connection.user_id), terra_user_id=connection.terra_user_id
     )
-    ledger.filter(state=RawEventState.RECEIVED).update(
+    ledger.filter(state__in=[RawEventState.RECEIVED, RawEventState.PARKED]).update(
         state=RawEventState.SKIPPED,
         process_error="skipped:connection_inactive",
         processed_at=Now(),

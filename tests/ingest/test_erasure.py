@@ -9,7 +9,9 @@ data: the last attempt erases the rows regardless and records what it could not 
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from datetime import timedelta
 
 import jwt
@@ -19,8 +21,10 @@ from django.core.files.base import ContentFile
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import CliToken, User, UserErasure
+from accounts.erasure import user_erasure_request
+from accounts.models import CliToken, IdempotencyKey, User, UserErasure
 from accounts.tokens import cli_token_issue
+from admin_ops.models import TraceEvent
 from ingest.models import ImportJob, LabUpload, RawEvent, RawEventSource, RawEventState, SyncDeletion, TerraConnection
 from ingest.services.erasure import EraseStatus, erasures_requeue, user_erase
 from ingest.terra_client import TerraUnavailable
@@ -35,6 +39,9 @@ from tests.ingest.test_terra_account import (
     rows_of,
     typed_rows,
 )
+from tests.ledger import deliver
+from tests.queues import queued_task_kwargs
+from tests.terra import body_of, sample
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.ingest.account_urls")]
 
@@ -51,6 +58,10 @@ def other() -> User:
 
 def bearer(user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {cli_token_issue(user=user).token}"}
+
+
+def bearer_of(claims: dict[str, object]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {jwt.encode(claims, django_settings.AMY_JWT_SECRET, algorithm='HS256')}"}
 
 
 def unrecorded_token() -> dict[str, str]:
@@ -212,3 +223,143 @@ def test_delete_me_is_carried_out_by_the_worker(client: Client, user: User, live
     wait_for(lambda: UserErasure.objects.filter(pk=USER_ID, completed_at__isnull=False).exists())
     assert not User.objects.filter(pk=USER_ID).exists()
     assert rows_of(user, "t1") == 0
+
+
+# --- an erasure stays erased ---------------------------------------------------------------------
+
+
+def erased(user: User) -> None:
+    """The account erased (Terra not configured: nothing to ask it)."""
+    UserErasure.objects.create(user_id=user.pk, requested_at=timezone.now() - timedelta(seconds=2))
+    assert user_erase(user_id=user.pk, final_attempt=True) == EraseStatus.ERASED
+
+
+def late(name: str, **changes: object) -> bytes:
+    """A sample webhook naming USER_ID as Terra's reference id."""
+    payload = json.loads(sample(name))
+    for part in ("user", "new_user", "old_user"):
+        if isinstance(payload.get(part), dict):
+            payload[part]["reference_id"] = USER_ID
+    if "reference_id" in payload:
+        payload["reference_id"] = USER_ID
+    payload.update(changes)
+    return body_of(payload)
+
+
+@pytest.mark.parametrize("name", ["auth_success", "user_reauth", "daily"])
+def test_a_late_webhook_naming_an_erased_user_is_skipped_and_creates_nothing(
+    user: User, redis_client, name: str
+) -> None:
+    erased(user)
+
+    row = deliver(late(name))
+
+    assert (row.state, row.process_error) == (RawEventState.SKIPPED, "skipped:user_erased")
+    assert row.payload is None  # no new copy of the person's data either
+    assert not User.objects.filter(pk=USER_ID).exists()
+    assert not TerraConnection.objects.exists()
+    assert queued_task_kwargs(redis_client, "amy") == []  # no backfill asked of Terra
+
+
+def test_a_late_auth_during_the_erasure_creates_no_connection(user: User, redis_client) -> None:
+    user_erasure_request(user=user)
+
+    row = deliver(late("auth_success"))
+
+    assert (row.state, row.process_error) == (RawEventState.SKIPPED, "skipped:user_erased")
+    assert not TerraConnection.objects.exists()
+    assert queued_task_kwargs(redis_client, "amy") == []
+
+
+def test_once_a_new_account_exists_its_auth_connects_it(user: User, redis_client) -> None:
+    erased(user)
+    User.objects.create(id=USER_ID)  # a later sign-in
+
+    row = deliver(late("auth_success"))
+
+    assert row.state == RawEventState.PROCESSED
+    assert TerraConnection.objects.filter(user_id=USER_ID).count() == 1
+
+
+def test_a_token_issued_before_the_erasure_is_refused_after_a_new_sign_in(client: Client, user: User) -> None:
+    now = int(time.time())
+    # Valid, unrevocable tokens (as a Clerk token would be), issued a minute before the erasure.
+    old = {"sub": USER_ID, "iat": now - 60, "exp": now + 600, "v": 1}
+    old_with_jti = {**old, "jti": "a-jti-of-no-row"}
+    UserErasure.objects.create(user_id=USER_ID, requested_at=timezone.now() - timedelta(seconds=2))
+    user_erase(user_id=USER_ID, final_attempt=True)
+    assert client.get("/v1/me", headers=unrecorded_token()).status_code == 200  # a later sign-in
+    assert User.objects.filter(pk=USER_ID).exists()
+
+    error = assert_error(client.get("/v1/me", headers=bearer_of(old)), 401, "invalid_token")
+    assert "erased" in error["message"]
+    assert_error(client.get("/v1/me", headers=bearer_of(old_with_jti)), 401, "invalid_token")
+    assert client.get("/v1/me", headers=unrecorded_token()).status_code == 200  # the new account's own
+
+
+def test_parked_events_and_import_entries_naming_the_user_are_redacted(user: User) -> None:
+    parked = RawEvent.objects.create(
+        event_type="daily",
+        terra_user_id="t-never-connected",
+        reference_id=USER_ID,
+        payload="{}",
+        dedup_key="parked-1",
+        state=RawEventState.PARKED,
+    )
+    job = ImportJob.objects.create(user=user, format="ndjson")
+    # An import entry whose row lost its owner (the owner's foreign key is SET NULL) keeps its job.
+    entry = RawEvent.objects.create(
+        event_type="daily",
+        terra_user_id="t-imported",
+        payload="{}",
+        dedup_key="import-1",
+        source=RawEventSource.IMPORT,
+        import_id=job.pk,
+        state=RawEventState.RECEIVED,
+    )
+    someone_elses = RawEvent.objects.create(
+        event_type="daily",
+        terra_user_id="t-x",
+        reference_id="someone",
+        payload="{}",
+        dedup_key="parked-2",
+        state=RawEventState.PARKED,
+    )
+    erased(user)
+
+    for row in (parked, entry):
+        row.refresh_from_db()
+        assert (row.payload, row.state, row.process_error) == (None, RawEventState.SKIPPED, "skipped:user_erased")
+    someone_elses.refresh_from_db()
+    assert (someone_elses.payload, someone_elses.state) == ("{}", RawEventState.PARKED)
+
+
+def test_idempotency_entries_and_traces_naming_the_user_are_deleted(user: User, other: User) -> None:
+    now = timezone.now()
+    for owner in (user, other):
+        IdempotencyKey.objects.create(
+            user=owner,
+            key="k1",
+            fingerprint="f",
+            claim=uuid.uuid4(),
+            locked_until=now,
+            status=201,
+            content=b"{}",
+            created_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+    connection(user, "t1")
+    event = ledger_row("t1", 1)
+    trace = {"ts": now, "level": "INFO", "event": "x"}
+    TraceEvent.objects.bulk_create(
+        [
+            TraceEvent(user_id=USER_ID, **trace),
+            TraceEvent(terra_user_id="t1", **trace),
+            TraceEvent(raw_event_id=event.pk, **trace),
+            TraceEvent(user_id=OTHER_ID, **trace),
+        ]
+    )
+    erased(user)
+
+    assert list(IdempotencyKey.objects.values_list("user_id", flat=True)) == [OTHER_ID]
+    assert list(TraceEvent.objects.values_list("user_id", flat=True)) == [OTHER_ID]
