@@ -1,4 +1,4 @@
-"""The Terra webhook: raw bytes first, then signature, JSON, ledger, answer."""
+"""The Terra webhook: the signature header, then the raw bytes and their HMAC, JSON, ledger, answer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from amy import metrics, tracing
 from amy.errors import ErrorCode, error_response
 from ingest.classify import classify, safe_text
 from ingest.services.webhook import DeliveryHeaders, raw_event_ingest
-from ingest.signature import InvalidSignature, verify_signature
+from ingest.signature import InvalidSignature, signature_body_verify, signature_header_check
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +29,33 @@ class BodyTooLarge(Exception):
     pass
 
 
+def declared_length_over(request: HttpRequest, cap: int) -> bool:
+    declared = request.META.get("CONTENT_LENGTH")
+    return bool(declared and declared.isdigit() and int(declared) > cap)
+
+
+def _body_stream(request: HttpRequest) -> Any:
+    # Django bounds its stream by CONTENT_LENGTH, which a chunked body does not have: it would read
+    # as empty. A server that ends the input at the last chunk says so (`wsgi.input_terminated`,
+    # gunicorn does), and then its own stream is read, still under the cap.
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+        return request.META["wsgi.input"]
+    return request
+
+
 def read_capped_body(request: HttpRequest, cap: int) -> bytes:
-    """The request body, read as a stream and refused past `cap` bytes.
+    """The request body, read as a stream and refused past `cap` bytes, chunked bodies included.
 
     `request.body` would compare the whole length with DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and
     reject a valid multi-MB Terra payload; reading the stream ourselves keeps that limit for
     everything else.
     """
-    declared = request.META.get("CONTENT_LENGTH")
-    if declared and declared.isdigit() and int(declared) > cap:
+    if declared_length_over(request, cap):
         raise BodyTooLarge
+    stream = _body_stream(request)
     chunks: list[bytes] = []
     size = 0
-    while chunk := request.read(_CHUNK):
+    while chunk := stream.read(_CHUNK):
         size += len(chunk)
         if size > cap:
             raise BodyTooLarge
@@ -65,6 +79,11 @@ def _flat_error(status: int, error: str, request_id: str, **extra: Any) -> JsonR
     return JsonResponse({"error": error, **extra, "request_id": request_id}, status=status)
 
 
+def _too_large(request_id: str, cap: int) -> JsonResponse:
+    logger.warning("webhook rejected: body over %d bytes", cap)
+    return _flat_error(413, "payload_too_large", request_id)
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class TerraWebhookView(View):
     http_method_names = ["post"]
@@ -77,21 +96,21 @@ class TerraWebhookView(View):
     def post(self, request: HttpRequest) -> JsonResponse:
         request_id: str = request.request_id  # type: ignore[attr-defined]
         span = tracing.start("webhook")
-        try:
-            body = read_capped_body(request, settings.AMY_WEBHOOK_MAX_BYTES)
-        except BodyTooLarge:
-            logger.warning("webhook rejected: body over %d bytes", settings.AMY_WEBHOOK_MAX_BYTES)
-            return _flat_error(413, "payload_too_large", request_id)
-
+        cap = settings.AMY_WEBHOOK_MAX_BYTES
+        # Everything that needs no body is decided before any of it is read: the declared length,
+        # then the signature header's shape and time window.
+        if declared_length_over(request, cap):
+            return _too_large(request_id, cap)
         header = request.headers.get("terra-signature") or request.headers.get("x-terra-signature")
         try:
-            verify_signature(
-                body=body,
-                header=header,
-                secrets=settings.TERRA_WEBHOOK_SECRETS,
-                now=time.time(),
-                tolerance=settings.TERRA_SIGNATURE_TOLERANCE_SECONDS,
+            signature = signature_header_check(
+                header, now=time.time(), tolerance=settings.TERRA_SIGNATURE_TOLERANCE_SECONDS
             )
+            try:
+                body = read_capped_body(request, cap)
+            except BodyTooLarge:
+                return _too_large(request_id, cap)
+            signature_body_verify(body=body, parsed=signature, secrets=settings.TERRA_WEBHOOK_SECRETS)
         except InvalidSignature as exc:
             logger.warning("webhook rejected: invalid signature (%s)", exc.reason)
             return _flat_error(401, "invalid_signature", request_id, reason=exc.reason.value)

@@ -10,7 +10,9 @@ from ingest.signature import (
     SignatureFailure,
     compute_signature,
     parse_signature_header,
+    signature_body_verify,
     signature_header,
+    signature_header_check,
     verify_signature,
 )
 
@@ -99,11 +101,28 @@ def test_timestamps_beyond_300_seconds_either_way_are_stale(offset: int) -> None
     assert failure(signature_header(BODY, SECRET, NOW + offset)) == SignatureFailure.STALE
 
 
-def test_a_forged_old_header_says_mismatch_not_stale() -> None:
-    assert failure(f"t={NOW - 10_000},v1={'0' * 64}") == SignatureFailure.MISMATCH
+def test_an_old_header_is_stale_whatever_its_digest_since_the_window_is_checked_before_the_body() -> None:
+    assert failure(f"t={NOW - 10_000},v1={'0' * 64}") == SignatureFailure.STALE
+    with pytest.raises(InvalidSignature) as caught:
+        signature_header_check(f"t={NOW - 10_000},v1={'0' * 64}", now=NOW)
+    assert caught.value.reason == SignatureFailure.STALE
+
+
+def test_a_header_in_shape_and_window_passes_the_header_check_without_a_body() -> None:
+    parsed = signature_header_check(signature_header(BODY, SECRET, NOW), now=NOW)
+    signature_body_verify(body=BODY, parsed=parsed, secrets=(SECRET,))
+    with pytest.raises(InvalidSignature) as caught:
+        signature_body_verify(body=BODY + b" ", parsed=parsed, secrets=(SECRET,))
+    assert caught.value.reason == SignatureFailure.MISMATCH
+
+
+@pytest.mark.parametrize("digest", ["ab", "0" * 63, "0" * 65, "g" * 64, ""])
+def test_a_header_whose_only_v1_is_no_sha256_hex_digest_is_malformed(digest: str) -> None:
+    assert failure(f"t={NOW},v1={digest}") == SignatureFailure.MALFORMED_HEADER
 
 
 def test_the_last_t_wins_like_terras_sdk() -> None:
-    parsed = parse_signature_header(f"t=1,t={NOW},v1=ab")
+    digest = "ab" * 32
+    parsed = parse_signature_header(f"t=1,t={NOW},v1={digest}")
     assert parsed.timestamp == NOW
-    assert parsed.signatures == ("ab",)
+    assert parsed.signatures == (digest,)
