@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun
 from django.db import close_old_connections
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "amy.settings")
 
@@ -16,7 +16,14 @@ app = Celery("amy")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # terra-events carries normalize_raw_event only; amy carries everything else; terra-events-dlq is
 # a parking lot of copies for operators' tools, with no consumer (PostgreSQL is the DLQ of record).
-app.conf.task_queues = (Queue("terra-events"), Queue("amy"), Queue("terra-events-dlq"))
+# Tasks are sent to their queue by name, whatever its binding. The dead-letter copy is published
+# through the queue's binding, so it has an exchange and routing key of its own: left blank, Celery
+# fills in the default ones (`amy`, `amy`), shared by the worker's queues, and each copy reached
+# all three; a process that had not loaded Celery's queue table sent it to a list named "".
+DEAD_LETTER_QUEUE = Queue(
+    "terra-events-dlq", Exchange("terra-events-dlq", type="direct"), routing_key="terra-events-dlq"
+)
+app.conf.task_queues = (Queue("terra-events"), Queue("amy"), DEAD_LETTER_QUEUE)
 app.autodiscover_tasks()
 
 
