@@ -9,7 +9,12 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from amy.request_context import current_request_id
-from ingest.imports.services import ImportRunStatus, import_job_process, import_jobs_requeue
+from ingest.imports.services import (
+    ImportRunStatus,
+    import_files_delete_ended,
+    import_job_process,
+    import_jobs_requeue,
+)
 from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_uploads_resubmit_stale
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
@@ -82,6 +87,7 @@ def drain_stuck_events() -> dict[str, int]:
         "dead_lettered": result.dead_lettered,
         "lab_uploads_requeued": lab_uploads_resubmit_stale(),
         "import_jobs_requeued": len(import_jobs_requeue()),
+        "import_files_deleted": import_files_delete_ended(),
         "erasures_requeued": sum(erasure_publish(user_id) for user_id in erasures_requeue()),
     }
 

@@ -47,6 +47,8 @@ The run (`import_job_process`, the `ingest.import_job_run` task, queue `amy`)
        an array that breaks off: entries before the break stay imported), when AMY_MAX_RETRIES
        retries of a transient failure (database, storage) are spent, or at the delivery cap. A
        failed job is dead-lettered like a raw event: a copy goes to `terra-events-dlq`.
+    6. Once the job has ended, either way, its stored file is deleted (the job keeps its counters
+       and errors); a delete the store refused is tried again by the drain.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ IMPORT_TASK = "ingest.import_job_run"
 IMPORT_QUEUE = "amy"
 DEFAULT_BATCH_SIZE = 500
 UNFINISHED = (ImportJobStatus.PENDING, ImportJobStatus.PROCESSING)
+ENDED = (ImportJobStatus.COMPLETED, ImportJobStatus.FAILED)
 
 # Connection lifecycle events act on the connection they name, not on the importer's data.
 CONNECTION_EVENT_TYPES = frozenset(
@@ -245,6 +248,43 @@ def import_jobs_requeue(*, idle_seconds: float | None = None, limit: int = 100) 
     return ids
 
 
+# The stored file ----------------------------------------------------------------------------------
+
+
+def import_file_delete(import_job_id: int) -> bool:
+    """Delete the stored file of an ended job (its counters and errors stay) and clear its key.
+    True when no file is left; False when the store failed (`import_files_delete_ended` tries
+    again). A file is only needed while its job runs: keeping it would keep the person's data."""
+    key = (
+        ImportJob.objects.filter(pk=import_job_id, status__in=ENDED)
+        .exclude(storage_key="")
+        .values_list("storage_key", flat=True)
+        .first()
+    )
+    if key is None:
+        return True
+    try:
+        uploads_storage().delete(key)
+    except STORAGE_ERRORS as exc:
+        if not is_missing(exc):
+            logger.warning("file of import %d not deleted: %s", import_job_id, type(exc).__name__)
+            return False
+    ImportJob.objects.filter(pk=import_job_id, storage_key=key).update(storage_key="")
+    return True
+
+
+def import_files_delete_ended(*, limit: int = 100) -> int:
+    """Delete the files of ended jobs still holding one (their delete failed when they ended);
+    returns how many went. For the periodic drain."""
+    ids = list(
+        ImportJob.objects.filter(status__in=ENDED)
+        .exclude(storage_key="")
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(import_file_delete(import_job_id) for import_job_id in ids)
+
+
 # Entries ------------------------------------------------------------------------------------------
 
 
@@ -372,6 +412,7 @@ def import_job_fail(*, import_job_id: int, error: str, attempts: int | None = No
         if updated:
             job = ImportJob.objects.get(pk=import_job_id)
             transaction.on_commit(partial(publish_dead_letter_copy, _dlq_message(job)), robust=True)
+            transaction.on_commit(partial(import_file_delete, import_job_id), robust=True)
     if updated:
         logger.warning("import %d failed: %s", import_job_id, error)
     return bool(updated)
@@ -601,5 +642,6 @@ def _process_locked(
         return ImportRunResult(ImportRunStatus.CONTINUED, attempts=attempts)
     if not _complete(import_job_id, attempts):
         return ImportRunResult(ImportRunStatus.NOT_CLAIMED, attempts=attempts)
+    import_file_delete(import_job_id)
     logger.info("import %d completed: %d entries", import_job_id, job.position)
     return ImportRunResult(ImportRunStatus.COMPLETED, attempts=attempts)

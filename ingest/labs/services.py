@@ -35,10 +35,11 @@ from django.utils import timezone
 
 from accounts.models import User
 from amy.celery import app as celery_app
+from ingest.classify import LAB_REPORT
 from ingest.labs.sniff import HEIC, JPEG, KINDS_BY_CONTENT_TYPE, FileKind
 from ingest.labs.upload import LabFile
-from ingest.models import Biomarker, LabUpload, LabUploadStatus
-from ingest.services.labs import lab_upload_set_terra_id
+from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEvent, RawEventState
+from ingest.services.labs import lab_upload_lock, lab_upload_set_terra_id
 from ingest.terra_client import TerraClient, TerraNotConfigured, TerraRejected, TerraUnavailable
 from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
@@ -322,13 +323,16 @@ def _submit_unlock(lab_upload_id: int) -> None:
 
 
 def lab_upload_delete(*, user: User, lab_upload_id: int) -> bool:
-    """Delete the stored file, then the upload and its biomarkers (cascade). False when the user
-    has no such upload. Raises LabStorageUnavailable, leaving both, when the store fails."""
+    """Delete the stored file, then the upload and its biomarkers (cascade), and redact the
+    report's ledger rows. False when the user has no such upload. Raises LabStorageUnavailable,
+    leaving all, when the store fails."""
     storage = uploads_storage()
     with transaction.atomic():
         lab_upload = LabUpload.objects.select_for_update().filter(pk=lab_upload_id, user=user).first()
         if lab_upload is None:
             return False
+        if lab_upload.terra_upload_id:
+            _lab_reports_redact(lab_upload.terra_upload_id)
         if lab_upload.storage_key:
             try:
                 storage.delete(lab_upload.storage_key)
@@ -339,6 +343,19 @@ def lab_upload_delete(*, user: User, lab_upload_id: int) -> bool:
         lab_upload.delete()
     logger.info("lab upload %d deleted", lab_upload_id)
     return True
+
+
+def _lab_reports_redact(terra_upload_id: str) -> int:
+    """The ledger rows of this upload's reports keep their metadata without payload (tombstones);
+    those a worker has not reached yet are skipped rather than dead-lettered as payload erased.
+    Under the upload id's lock, so a report being normalized or un-parked finishes first."""
+    lab_upload_lock(terra_upload_id)
+    reports = RawEvent.objects.filter(event_type=LAB_REPORT, reference_id=terra_upload_id)
+    redacted = reports.exclude(payload=None).update(payload=None)
+    reports.filter(state__in=[RawEventState.RECEIVED, RawEventState.PARKED]).update(
+        state=RawEventState.SKIPPED, process_error="skipped:lab_upload_deleted", processed_at=Now(), lease_until=None
+    )
+    return redacted
 
 
 # Selectors ----------------------------------------------------------------------------------------

@@ -885,3 +885,57 @@ def test_an_import_through_s3_is_stored_there_and_read_back_in_ranges(
         generated.duplicates,
         generated.rejected,
     )
+
+
+# The stored file once the job has ended ------------------------------------------------------------
+
+
+def test_a_completed_jobs_file_is_deleted_and_its_counters_kept(
+    user_a: User, upload_dir: Path, published: Published, commits: Commits
+) -> None:
+    generated = generate(20, "file-deleted")
+    job = import_job(user_a, generated.as_array())
+    key = job.storage_key
+    assert storages["uploads"].exists(key)
+
+    assert commits(run_job, job.pk).status == ImportRunStatus.COMPLETED
+
+    job.refresh_from_db()
+    assert not storages["uploads"].exists(key)
+    assert job.storage_key == ""
+    assert (job.status, job.total, job.accepted) == (ImportJobStatus.COMPLETED, 20, generated.accepted)
+
+
+def test_a_failed_jobs_file_is_deleted_too(
+    user_a: User, upload_dir: Path, published: Published, commits: Commits
+) -> None:
+    job = import_job(user_a, b"[1, 2, oops")
+    key = job.storage_key
+
+    assert commits(run_job, job.pk).status == ImportRunStatus.FAILED
+
+    job.refresh_from_db()
+    assert (job.status, job.storage_key) == (ImportJobStatus.FAILED, "")
+    assert not storages["uploads"].exists(key)
+
+
+def test_a_file_the_store_would_not_delete_is_deleted_by_the_drain_later(
+    user_a: User, upload_dir: Path, published: Published, commits: Commits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = import_job(user_a, b"[]")
+    key = job.storage_key
+    storage_class = type(storages["uploads"])
+
+    def refuse(self: Any, name: str) -> None:
+        raise OSError("the store is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage_class, "delete", refuse)
+        assert commits(run_job, job.pk).status == ImportRunStatus.COMPLETED
+    job.refresh_from_db()
+    assert job.storage_key == key  # kept, so it is found again
+
+    assert services.import_files_delete_ended() == 1
+    job.refresh_from_db()
+    assert job.storage_key == ""
+    assert not storages["uploads"].exists(key)

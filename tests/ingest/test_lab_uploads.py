@@ -37,7 +37,7 @@ from ingest.labs.services import (
 )
 from ingest.labs.sniff import HEIC, JPEG, PDF, PNG, sniff
 from ingest.labs.upload import LabFile, display_filename, download_filename
-from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEventState
+from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEvent, RawEventState
 from ingest.tasks import lab_upload_submit_task
 from ingest.terra_client import TerraUnavailable
 from tests.conftest import S3_BUCKET
@@ -642,6 +642,33 @@ def test_delete_removes_the_row_its_biomarkers_and_the_object(api: Api, s3: Any)
     assert Biomarker.objects.count() == 0
     assert bucket_keys(s3) == [kept.storage_key]
     assert error_of(api.delete(lab_upload.pk)) == {"code": "lab_not_found"}
+
+
+def test_delete_redacts_the_reports_ledger_rows_and_skips_those_not_yet_processed(api: Api, s3: Any) -> None:
+    # given: an upload Terra parsed (its report processed) and a second report still waiting
+    lab_upload = uploaded(api, lab_files.pdf())
+    LabUpload.objects.filter(pk=lab_upload.pk).update(terra_upload_id="upl_deleted")
+    done = RawEvent.objects.create(
+        event_type="lab_report", reference_id="upl_deleted", payload="{}", dedup_key="r1", state=RawEventState.PROCESSED
+    )
+    waiting = RawEvent.objects.create(
+        event_type="lab_report", reference_id="upl_deleted", payload="{}", dedup_key="r2", state=RawEventState.PARKED
+    )
+    other_report = RawEvent.objects.create(
+        event_type="lab_report", reference_id="upl_other", payload="{}", dedup_key="r3", state=RawEventState.PROCESSED
+    )
+    # when
+    assert api.delete(lab_upload.pk).status_code == 204
+    # then: tombstones without the report; the waiting one will not be worked on
+    for row in (done, waiting, other_report):
+        row.refresh_from_db()
+    assert (done.payload, done.state) == (None, RawEventState.PROCESSED)
+    assert (waiting.payload, waiting.state, waiting.process_error) == (
+        None,
+        RawEventState.SKIPPED,
+        "skipped:lab_upload_deleted",
+    )
+    assert other_report.payload == "{}"
 
 
 def test_delete_on_local_disk_removes_the_file(api: Api, local_storage: Path) -> None:
