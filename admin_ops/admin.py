@@ -6,7 +6,11 @@ paginator that reads one row past the page instead of counting — their list ne
 their filters have fixed choices (no `SELECT DISTINCT` over the table) and their search is exact
 matches on indexed columns. Everything is read-only; the only writes are the replay action, which
 calls the replay service with the staff username as the actor, and "mark skipped" for dead or
-parked rows.
+parked rows, each after a confirmation page and recorded as an `AuditRecord`.
+
+A raw event's page opens on what an operator acts on: its state, error and attempts, the actions
+(replay, dry run, mark skipped) and its journey (its traces, webhook to worker); the payload comes
+last. The home page and the triage of dead-letter groups are the site's (admin_ops/console_site.py).
 """
 
 from __future__ import annotations
@@ -27,18 +31,14 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 
 from accounts.models import User
-from admin_ops.models import TraceEvent
+from admin_ops.models import AuditRecord, TraceEvent
 from admin_ops.services import raw_events_mark_skipped, raw_events_replay
 from admin_ops.trace_views import LEVELS
 from ingest.classify import LAB_REPORT, UNKNOWN
-from ingest.models import ImportJob, LabUpload, RawEvent, TerraConnection
+from ingest.models import UNPROCESSED_STATES, ImportJob, LabUpload, RawEvent, RawEventState, TerraConnection
 from ingest.normalizers import NORMALIZERS
 
 logger = logging.getLogger(__name__)
-
-admin.site.site_header = "Amy console"
-admin.site.site_title = "Amy console"
-admin.site.index_title = "Operations"
 
 _MAX_ACTION_ROWS = 10_000
 _ERROR_PREVIEW = 80
@@ -199,6 +199,39 @@ class RawEventAdmin(NoCountAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         return _exact_search(queryset, search_term, ("terra_user_id", "request_id")), False
 
+    change_form_template = "admin_ops/console/raw_event_change_form.html"
+    fieldsets = (
+        (
+            "Processing",
+            {
+                "fields": (
+                    ("state", "attempts"),
+                    "process_error",
+                    ("received_at", "queued_at"),
+                    ("processed_at", "dead_lettered_at", "lease_until"),
+                    ("replay_count", "last_replayed_at", "last_replayed_by"),
+                )
+            },
+        ),
+        (
+            "Event",
+            {
+                "fields": (
+                    ("event_type", "source"),
+                    ("terra_user_id", "provider"),
+                    "user",
+                    "reference_id",
+                    ("request_id", "trace_id"),
+                    ("terra_reference", "ordering_ts"),
+                    "parent",
+                    "import_id",
+                    ("dedup_key", "signature_verified"),
+                )
+            },
+        ),
+        ("Payload", {"fields": ("pretty_payload",)}),
+    )
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in self.model._meta.concrete_fields if field.name != "payload"] + [
             "pretty_payload"
@@ -217,13 +250,24 @@ class RawEventAdmin(NoCountAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        # Every field is read-only: no save buttons.
+        # Every field is read-only: no save buttons. The page opens on what an operator acts on.
         extra_context = {
             **(extra_context or {}),
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
         }
+        raw_event = RawEvent.objects.filter(pk=object_id).defer("payload").first() if _is_id(object_id) else None
+        if raw_event is not None:
+            extra_context.update(
+                raw_event=raw_event,
+                journey=raw_event_journey(raw_event),
+                journey_limit=_JOURNEY_LIMIT,
+                can_replay=raw_event.state not in UNPROCESSED_STATES,
+                can_skip=raw_event.state in (RawEventState.DEAD, RawEventState.PARKED),
+                can_write=self.has_change_permission(request, raw_event),
+                action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+            )
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="error")
@@ -241,26 +285,34 @@ class RawEventAdmin(NoCountAdmin):
             text = obj.payload
         return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
 
+    def _confirmation(self, request: HttpRequest, ids: list[int], action_name: str, title: str) -> TemplateResponse:
+        rows = RawEvent.objects.filter(pk__in=ids[:100]).defer("payload").order_by("-id")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "rows": rows,
+            "selected_ids": ids,
+            "more": max(len(ids) - 100, 0),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_name": action_name,
+            "query_string": request.GET.urlencode(),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin_ops/action_confirmation.html", context)
+
     @admin.action(description="Replay selected raw events", permissions=("change",))
     def replay(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         """Back to `received` through the replay service, after a confirmation page."""
         ids = list(queryset.order_by("-id").values_list("pk", flat=True)[:_MAX_ACTION_ROWS])
         if request.POST.get("post") != "yes":
-            rows = RawEvent.objects.filter(pk__in=ids[:100]).defer("payload").order_by("-id")
-            context = {
-                **self.admin_site.each_context(request),
-                "title": "Replay raw events?",
-                "opts": self.model._meta,
-                "rows": rows,
-                "selected_ids": ids,
-                "more": max(len(ids) - 100, 0),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                "action_name": "replay",
-                "query_string": request.GET.urlencode(),
-            }
-            request.current_app = self.admin_site.name
-            return TemplateResponse(request, "admin_ops/replay_confirmation.html", context)
-        result = raw_events_replay(actor=request.user.get_username(), ids=ids, request_id=_request_id(request))
+            return self._confirmation(request, ids, "replay", "Replay raw events?")
+        result = raw_events_replay(
+            actor=request.user.get_username(),
+            ids=ids,
+            request_id=_request_id(request),
+            details={"via": "console"},
+        )
         self.message_user(
             request,
             f"Replayed {result.replayed} of {result.matched} raw events ({result.skipped} left alone: already queued).",
@@ -269,10 +321,13 @@ class RawEventAdmin(NoCountAdmin):
         return None
 
     @admin.action(description="Mark selected dead or parked raw events skipped", permissions=("change",))
-    def mark_skipped(self, request: HttpRequest, queryset: QuerySet) -> None:
-        """Give up on dead or parked rows: `skipped` with `skipped:manual`; other states are left alone."""
-        ids = list(queryset.values_list("pk", flat=True)[:_MAX_ACTION_ROWS])
-        ids, updated = raw_events_mark_skipped(ids=ids, actor=request.user.get_username())
+    def mark_skipped(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Give up on dead or parked rows (`skipped:manual`), after a confirmation page; other
+        states are left alone."""
+        ids = list(queryset.order_by("-id").values_list("pk", flat=True)[:_MAX_ACTION_ROWS])
+        if request.POST.get("post") != "yes":
+            return self._confirmation(request, ids, "mark_skipped", "Mark raw events skipped?")
+        ids, updated = raw_events_mark_skipped(ids=ids, actor=request.user.get_username(), details={"via": "console"})
         if ids:
             LogEntry.objects.log_actions(
                 request.user.pk,
@@ -281,10 +336,28 @@ class RawEventAdmin(NoCountAdmin):
                 change_message="Marked skipped (skipped:manual).",
             )
         self.message_user(request, f"Marked {updated} raw events skipped.", messages.SUCCESS)
+        return None
 
 
 def _request_id(request: HttpRequest) -> str | None:
     return getattr(request, "request_id", None)
+
+
+def _is_id(value: str | None) -> bool:
+    return bool(value) and value.isdigit() and len(value) < 19  # type: ignore[union-attr]
+
+
+_JOURNEY_LIMIT = 100
+
+
+def raw_event_journey(raw_event: RawEvent) -> list[TraceEvent]:
+    """The event's traces, webhook to worker, oldest first: by its id and by the request that
+    delivered it (the webhook traces before the row existed); two index scans."""
+    condition = Q(raw_event_id=raw_event.pk)
+    if raw_event.request_id:
+        condition |= Q(request_id=raw_event.request_id)
+    rows = TraceEvent.objects.filter(condition).order_by("ts", "id")[:_JOURNEY_LIMIT]
+    return list(rows)
 
 
 # Traces ------------------------------------------------------------------------------------------
@@ -318,6 +391,18 @@ class TraceEventAdmin(ReadOnlyAdmin, NoCountAdmin):
         if term.isdigit() and len(term) < 19:
             condition |= Q(raw_event_id=int(term))
         return queryset.filter(condition), False
+
+
+# Audit records -------------------------------------------------------------------------------------
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(ReadOnlyAdmin):
+    list_display = ("at", "actor", "action", "raw_event_count", "request_id")
+    list_filter = ("action", "at")
+    search_fields = ("=actor", "=request_id")
+    ordering = ("-at",)
+    show_full_result_count = False
 
 
 # Connections, users, lab uploads, imports (read-mostly) ------------------------------------------

@@ -34,3 +34,27 @@ class TraceEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ts:%Y-%m-%d %H:%M:%S} {self.level} {self.event}"
+
+
+class AuditRecord(models.Model):
+    """One operator write (a replay, a group marked skipped): who, when, what, on which rows.
+
+    Written by the ops services for the JSON endpoints, the commands and the console alike; the
+    ids are kept as given, so a record stays readable after the rows have moved on.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=255)
+    action = models.CharField(max_length=64)
+    request_id = models.CharField(max_length=128, null=True, blank=True)
+    raw_event_count = models.PositiveIntegerField(default=0)
+    raw_event_ids = models.JSONField(default=list, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "ops_audit_records"
+        indexes = [models.Index(fields=["-at"], name="ops_audit_records_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} ({self.raw_event_count} rows)"

@@ -1,10 +1,11 @@
 """Ops services: replay with lineage, dry runs, DLQ pages, counters and user snapshots.
 
-One replay service serves the JSON endpoints, the management command and (later) the console:
+One replay service serves the JSON endpoints, the management command and the console:
 a row goes back to `received` by one conditional UPDATE (`state NOT IN (received, processing)`),
 so two operators replaying the same row cannot both succeed, and a row a worker holds is never
 touched. The lineage columns on the row (`replay_count`, `last_replayed_at`, `last_replayed_by`)
-are the durable record of who replayed it and when; each replay also logs one JSON line.
+say who replayed it last; every ops write also leaves an `AuditRecord` (who, when, what, which
+rows) and one JSON line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from admin_ops.models import TraceEvent
+from admin_ops.models import AuditRecord, TraceEvent
 from amy.errors import ApiError, ErrorCode
 from ingest.errors import BadData
 from ingest.models import (
@@ -94,10 +95,28 @@ def _error(message: str, code: str, status: int, **details: Any) -> ApiError:
     return ApiError(message, code=code, status=status, details=details or None)
 
 
-def _audit(action: str, *, actor: str, **data: Any) -> None:
-    """One JSON line per ops write: who, when, what."""
-    line = {"audit": action, "actor": actor, "at": timezone.now().isoformat(), **data}
+def _audit(action: str, *, actor: str, raw_event_ids: list[int] | None = None, **data: Any) -> AuditRecord:
+    """One record per ops write (who, when, what, on which rows), and the same as a JSON line."""
+    ids = list(raw_event_ids or [])
+    request_id = data.pop("request_id", None)
+    record = AuditRecord.objects.create(
+        actor=actor[:255],
+        action=action,
+        request_id=request_id,
+        raw_event_count=len(ids),
+        raw_event_ids=ids,
+        details=json.loads(json.dumps(data, default=str)),
+    )
+    line = {
+        "audit": action,
+        "actor": actor,
+        "at": record.at.isoformat(),
+        "raw_event_ids": ids,
+        "request_id": request_id,
+        **data,
+    }
     logger.info(json.dumps(line, default=str, separators=(",", ":")))
+    return record
 
 
 # Replay ------------------------------------------------------------------------------------------
@@ -182,6 +201,7 @@ def raw_events_replay(
     ids: list[int] | None = None,
     replay_filter: ReplayFilter | None = None,
     request_id: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> BulkReplayResult:
     """Bulk replay by ids (any row not queued) or by a filter over dead rows.
 
@@ -198,7 +218,7 @@ def raw_events_replay(
     rows = _replay_ids(matched_ids, actor=actor, request_id=request_id) if matched_ids else []
     replayed_ids = [row.raw_event_id for row in rows]
     if replayed_ids:
-        _audit("raw_events_replay", actor=actor, raw_event_ids=replayed_ids, request_id=request_id)
+        _audit("raw_events_replay", actor=actor, raw_event_ids=replayed_ids, request_id=request_id, **(details or {}))
     return BulkReplayResult(
         matched=len(matched_ids),
         replayed=len(rows),
@@ -515,7 +535,9 @@ def ledger_stats() -> dict[str, Any]:
 MANUAL_SKIP_ERROR = "skipped:manual"
 
 
-def raw_events_mark_skipped(*, ids: list[int], actor: str) -> tuple[list[int], int]:
+def raw_events_mark_skipped(
+    *, ids: list[int], actor: str, details: dict[str, Any] | None = None
+) -> tuple[list[int], int]:
     """Give up on dead or parked rows (`skipped:manual`); other states are left alone.
 
     Returns the ids that were dead or parked and how many rows changed.
@@ -525,7 +547,6 @@ def raw_events_mark_skipped(*, ids: list[int], actor: str) -> tuple[list[int], i
     updated = RawEvent.objects.filter(pk__in=ids, state__in=giving_up).update(
         state=RawEventState.SKIPPED, process_error=MANUAL_SKIP_ERROR, processed_at=Now(), lease_until=None
     )
-    logger.info(
-        json.dumps({"audit": "raw_events_mark_skipped", "actor": actor, "raw_event_ids": ids}, separators=(",", ":"))
-    )
+    if ids:
+        _audit("raw_events_mark_skipped", actor=actor, raw_event_ids=ids, **(details or {}))
     return ids, updated

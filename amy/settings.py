@@ -62,7 +62,7 @@ STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "admin_ops.console_apps.ConsoleAdminConfig",  # django.contrib.admin, the console's site as default
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

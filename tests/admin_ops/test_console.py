@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
-from admin_ops.models import TraceEvent
+from admin_ops.models import AuditRecord, TraceEvent
 from ingest.models import ImportJob, LabUpload, RawEvent, RawEventState, TerraConnection
 from tests.admin_ops.helpers import dead
 from tests.ledger import store
@@ -181,13 +181,28 @@ def test_the_replay_action_leaves_queued_rows_alone(console: Client, django_capt
     assert queued.replay_count == 0
 
 
-def test_mark_skipped_gives_up_on_dead_rows_only(console: Client) -> None:
+def test_mark_skipped_asks_for_confirmation_first(console: Client) -> None:
+    dead_row = dead("daily", n=1)
+
+    response = console.post(CHANGELIST, {"action": "mark_skipped", "_selected_action": [dead_row.pk]})
+
+    assert response.status_code == 200
+    assert "Yes, mark skipped" in response.content.decode()
+    dead_row.refresh_from_db()
+    assert dead_row.state == RawEventState.DEAD
+
+
+def test_mark_skipped_gives_up_on_dead_rows_only_and_is_audited(console: Client) -> None:
     dead_row = dead("daily", n=1)
     queued = store(body_of({"type": "daily", "user": {"user_id": "tu-9"}, "data": []}))
 
-    response = console.post(CHANGELIST, {"action": "mark_skipped", "_selected_action": [dead_row.pk, queued.pk]})
+    response = console.post(
+        CHANGELIST, {"action": "mark_skipped", "_selected_action": [dead_row.pk, queued.pk], "post": "yes"}
+    )
 
     assert response.status_code == 302
+    record = AuditRecord.objects.get()
+    assert (record.actor, record.action, record.raw_event_ids) == (STAFF, "raw_events_mark_skipped", [dead_row.pk])
     dead_row.refresh_from_db()
     queued.refresh_from_db()
     assert dead_row.state == RawEventState.SKIPPED
