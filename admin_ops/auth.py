@@ -56,7 +56,7 @@ def _matches(given: str, expected: str) -> bool:
 
 
 def _failure_key(request: Request) -> str:
-    return f"admin-key-failures:{client_ip(request)}"
+    return f"admin-key-failures:{client_ip(request) or 'unknown'}"
 
 
 def _too_many_failures(request: Request) -> bool:

@@ -8,6 +8,7 @@ the repository's own development values, so that the README's commands work on a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "corsheaders",
+    "axes",
     "accounts",
     "ingest",
     "admin_ops",
@@ -93,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "amy.middleware.ErrorEnvelopeMiddleware",
+    # Last, as django-axes asks: it answers a locked-out console sign-in (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 TEMPLATES = [
@@ -235,6 +239,19 @@ CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key", "x-amy
 CORS_EXPOSE_HEADERS = ["x-amy-request-id", "retry-after"]
 CORS_PREFLIGHT_MAX_AGE = 600
 AMY_ERRORS_DOCS_URL = env.str("AMY_ERRORS_DOCS_URL", default="https://api.amy.health/docs/errors")
+
+# CONSOLE SIGN-IN LOCKOUT (django-axes: https://django-axes.readthedocs.io/en/latest/4_configuration.html)
+# ------------------------------------------------------------------------------
+# Failed sign-ins to the console are counted per username AND client address, so that failures
+# sent from elsewhere never lock an operator out; the address is read through the trusted proxies
+# (AMY_NUM_PROXIES), the same as every other limit.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env.int("AMY_CONSOLE_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AMY_CONSOLE_LOCKOUT_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "amy.client_ip.client_ip"
+AXES_COOLOFF_MESSAGE = "Too many failed sign-ins for this username from this address; try again later."
 
 # FILE STORAGE (lab reports, imports)
 # ------------------------------------------------------------------------------
