@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -22,28 +21,9 @@ from ingest.services.erasure import erasure_publish, erasures_requeue, user_eras
 from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_process_ready
 from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_recent
 from ingest.terra_client import TerraRejected, TerraUnavailable
+from ingest.terra_task import TerraTask
 
 logger = logging.getLogger(__name__)
-
-# Terra may ask for a long pause (an account-wide rate limit); past this we try again anyway.
-MAX_RETRY_AFTER_SECONDS = 3600
-
-
-class TerraTask(Task):
-    """A task whose retries wait at least as long as Terra's Retry-After asked.
-
-    Celery's autoretry computes an exponential backoff with full jitter, which can be far shorter
-    than a 429's Retry-After: retrying sooner only earns another 429 and spends a retry.
-    """
-
-    def retry(  # type: ignore[override]
-        self, *args: Any, exc: BaseException | None = None, countdown: float | None = None, **options: Any
-    ) -> Any:
-        asked = getattr(exc, "retry_after", None)
-        if asked is not None and options.get("eta") is None:
-            countdown = max(countdown or 0, min(float(asked), MAX_RETRY_AFTER_SECONDS))
-        return super().retry(*args, exc=exc, countdown=countdown, **options)
-
 
 @shared_task(
     bind=True,
