@@ -41,6 +41,35 @@ AUTHORIZATION_PENDING = "authorization_pending"
 SLOW_DOWN = "slow_down"
 EXPIRED_TOKEN = "expired_token"  # noqa: S105 - an error code, not a secret
 INVALID_GRANT = "invalid_grant"
+CONFIRMATION_REQUIRED = "confirmation_required"
+
+CLIENT_FIELD_LENGTH = 64
+# What a client may call itself: printable ASCII, no markup-looking characters to dress up with.
+_CLIENT_TEXT = re.compile(r"[^A-Za-z0-9 ._+()/:;,@-]")
+
+
+@dataclass(frozen=True)
+class DeviceClient:
+    """Who asked for a login: the address (through the trusted proxies) and what the client says
+    it is. Shown to the person who approves, so a login they did not start can be told apart."""
+
+    ip: str = ""
+    name: str = ""
+    version: str = ""
+
+
+def client_text(value: str) -> str:
+    """A client-given name or version as it may be stored and shown: stripped of anything but
+    plain printable characters, at most CLIENT_FIELD_LENGTH long."""
+    return _CLIENT_TEXT.sub("", value).strip()[:CLIENT_FIELD_LENGTH]
+
+
+def client_from_user_agent(user_agent: str) -> tuple[str, str]:
+    """(name, version) from a User-Agent's first product, `amy-cli/0.4.1 (darwin)` → ("amy-cli",
+    "0.4.1"); ("", "") when there is none."""
+    product = user_agent.strip().split(" ", 1)[0] if user_agent.strip() else ""
+    name, _, version = product.partition("/")
+    return client_text(name), client_text(version)
 
 
 @dataclass(frozen=True)
@@ -72,7 +101,8 @@ def user_code_format(code: str) -> str:
     return f"{code[:half]}-{code[half:]}"
 
 
-def device_login_start() -> DeviceLoginStarted:
+def device_login_start(client: DeviceClient | None = None) -> DeviceLoginStarted:
+    client = client or DeviceClient()
     now = timezone.now()
     device_code = secrets.token_urlsafe(32)
     for attempt in range(_CREATE_ATTEMPTS):
@@ -85,6 +115,9 @@ def device_login_start() -> DeviceLoginStarted:
                     user_code_hash=_digest(user_code),
                     created_at=now,
                     expires_at=now + timedelta(seconds=EXPIRES_IN_SECONDS),
+                    requested_ip=client.ip[:CLIENT_FIELD_LENGTH],
+                    client_name=client_text(client.name),
+                    client_version=client_text(client.version),
                 )
             break
         except IntegrityError:
@@ -98,14 +131,33 @@ def device_login_start() -> DeviceLoginStarted:
     )
 
 
-def device_login_approve(*, user_code: str, user: User) -> None:
+def device_login_pending(*, user_code: str) -> DeviceLogin | None:
+    """The login this user code would approve (live, not exchanged), for the approval page."""
+    code = user_code_normalize(user_code)
+    if code is None:
+        return None
+    return DeviceLogin.objects.filter(
+        user_code_hash=_digest(code), expires_at__gt=timezone.now(), consumed_at__isnull=True
+    ).first()
+
+
+def device_login_approve(*, user_code: str, user: User, confirmed: bool) -> None:
     """Approve the pending login with this user code for `user`; idempotent for the same user.
 
-    Unknown, expired, already exchanged, or approved by someone else → `invalid_grant`.
+    `confirmed`: the person confirmed that the code is the one their terminal shows (a link
+    carrying someone else's code is how device logins are phished); without it →
+    `confirmation_required`, and nothing changes. Unknown, expired, already exchanged, or approved
+    by someone else → `invalid_grant`.
     """
     code = user_code_normalize(user_code)
     if code is None:
         raise DeviceLoginError("Unknown or expired code.", code=INVALID_GRANT)
+    if not confirmed:
+        raise DeviceLoginError(
+            "Confirm that this code is the one your terminal shows.",
+            code=CONFIRMATION_REQUIRED,
+            details={"field": "confirmed"},
+        )
     now = timezone.now()
     live = DeviceLogin.objects.filter(user_code_hash=_digest(code), expires_at__gt=now, consumed_at__isnull=True)
     if live.filter(approved_at__isnull=True).update(approved_by=user, approved_at=now) == 1:
@@ -132,7 +184,11 @@ def device_login_exchange(*, device_code: str) -> IssuedToken:
             if claimed != 1:
                 raise DeviceLoginError("Unknown or already used device code.", code=INVALID_GRANT)
             # Minted in the claim's transaction: if minting fails, the login is not spent.
-            return cli_token_issue(user=User.objects.get(pk=login.approved_by_id))
+            return cli_token_issue(
+                user=User.objects.get(pk=login.approved_by_id),
+                client_name=login.client_name,
+                client_version=login.client_version,
+            )
     # Pending. A poll counts only if the previous counted poll is at least `interval` old; a
     # too-early poll is answered slow_down and does not move the clock.
     interval = timedelta(seconds=POLL_INTERVAL_SECONDS)

@@ -25,13 +25,19 @@ class User(models.Model):
 
 
 class CliToken(models.Model):
-    """A CLI token we minted, by its `jti`: revoking it refuses the token from then on."""
+    """A CLI token we minted, by its `jti`: revoking it refuses the token from then on. Its owner
+    sees it in GET /v1/auth/tokens by the jti (not a secret: it proves nothing without the token's
+    signature), with the client that asked for it and when it was last used."""
 
     jti = models.CharField(primary_key=True, max_length=64)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="cli_tokens")
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written at most once a minute per token (accounts/tokens.py): a busy CLI costs one write a minute.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    client_name = models.CharField(max_length=64, default="", blank=True)
+    client_version = models.CharField(max_length=64, default="", blank=True)
 
     class Meta:
         db_table = "cli_tokens"
@@ -47,6 +53,11 @@ class DeviceLogin(models.Model):
     device_code_hash = models.CharField(max_length=64, unique=True)
     user_code_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField()
+    # Shown on the approval page, so a person can tell a login they did not start (a phishing
+    # link carrying someone else's code): where from, and which client says it asked.
+    requested_ip = models.CharField(max_length=64, default="", blank=True)
+    client_name = models.CharField(max_length=64, default="", blank=True)
+    client_version = models.CharField(max_length=64, default="", blank=True)
     expires_at = models.DateTimeField()
     approved_by = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="device_logins")
     approved_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts.views import (
+    CliTokenApi,
+    CliTokenListApi,
     DeviceLoginApproveApi,
     DeviceLoginStartApi,
     DeviceLoginTokenApi,
@@ -20,5 +22,7 @@ urlpatterns = [
     path("v1/auth/cli-approve", DeviceLoginApproveApi.as_view(), name="device-login-approve"),
     path("v1/auth/token", DeviceLoginTokenApi.as_view(), name="device-login-token"),
     path("v1/auth/logout", LogoutApi.as_view(), name="logout"),
+    path("v1/auth/tokens", CliTokenListApi.as_view(), name="cli-tokens"),
+    path("v1/auth/tokens/<str:token_id>", CliTokenApi.as_view(), name="cli-token"),
     path("cli/login", cli_login_page, name="cli-login"),
 ]

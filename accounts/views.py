@@ -24,18 +24,25 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.device_login import (
+    CLIENT_FIELD_LENGTH,
+    DeviceClient,
+    client_from_user_agent,
     device_login_approve,
     device_login_exchange,
+    device_login_pending,
     device_login_start,
     user_code_format,
     user_code_normalize,
 )
 from accounts.permissions import ActiveAccount
 from accounts.throttles import DeviceStartRateThrottle, DeviceTokenRateThrottle
-from accounts.tokens import cli_token_revoke
-from amy.errors import ApiError, ErrorCode
+from accounts.tokens import cli_token_revoke, cli_token_revoke_of, cli_tokens_of
+from amy.client_ip import client_ip
+from amy.errors import ApiError, ErrorCode, NotFound
 
 logger = logging.getLogger(__name__)
+
+TOKEN_NOT_FOUND = "token_not_found"  # noqa: S105 - an error code, not a secret
 
 CLERK_JS_MAJOR_VERSION = 5  # v5 still bundles the sign-in UI in clerk.browser.js
 _PUBLISHABLE_KEY = re.compile(r"pk_(?:test|live)_([A-Za-z0-9+/=]+)")
@@ -83,6 +90,11 @@ class DeviceLoginStartApi(NoStoreMixin, APIView):
     permission_classes = [AllowAny]
     throttle_classes = [DeviceStartRateThrottle]
 
+    @extend_schema_serializer(component_name="DeviceLoginStart")
+    class InputSerializer(serializers.Serializer):
+        client_name = serializers.CharField(required=False, allow_blank=True, max_length=CLIENT_FIELD_LENGTH)
+        client_version = serializers.CharField(required=False, allow_blank=True, max_length=CLIENT_FIELD_LENGTH)
+
     @extend_schema_serializer(component_name="DeviceLoginStarted")
     class OutputSerializer(serializers.Serializer):
         device_code = serializers.CharField()
@@ -92,13 +104,26 @@ class DeviceLoginStartApi(NoStoreMixin, APIView):
         interval = serializers.IntegerField()
 
     @extend_schema(
-        request=None,
+        request=InputSerializer,
         responses={200: OutputSerializer},
         summary="Start a CLI login (device flow): the CLI shows verification_url and polls /v1/auth/token",
+        description=(
+            "The body is optional. `client_name` and `client_version` (else the User-Agent's first product, "
+            "`name/version`) are shown on the approval page with the time and the caller's address."
+        ),
         tags=["auth"],
     )
     def post(self, request: Request) -> Response:
-        started = device_login_start()
+        data = _validated(self.InputSerializer, request.data or {})
+        agent_name, agent_version = client_from_user_agent(request.headers.get("User-Agent", ""))
+        named = "client_name" in data or "client_version" in data
+        started = device_login_start(
+            DeviceClient(
+                ip=client_ip(request),
+                name=data.get("client_name", "") if named else agent_name,
+                version=data.get("client_version", "") if named else agent_version,
+            )
+        )
         query = urlencode({"code": started.user_code})
         output = self.OutputSerializer(
             {
@@ -118,6 +143,8 @@ class DeviceLoginApproveApi(APIView):
     @extend_schema_serializer(component_name="DeviceLoginApproval")
     class InputSerializer(serializers.Serializer):
         user_code = serializers.CharField(max_length=64)
+        # The person ticked "this is the code my terminal shows"; required to be true.
+        confirmed = serializers.BooleanField(required=False, default=False)
 
     @extend_schema_serializer(component_name="DeviceLoginApproved")
     class OutputSerializer(serializers.Serializer):
@@ -133,11 +160,19 @@ class DeviceLoginApproveApi(APIView):
             ),
         },
         summary="Approve a CLI login by its user code (Clerk session token only); unknown or expired: invalid_grant",
+        description=(
+            "`confirmed` must be true: the person confirmed the code is the one their terminal shows "
+            "(else 400 `confirmation_required`, nothing approved)."
+        ),
         tags=["auth"],
     )
     def post(self, request: Request) -> Response:
         data = _validated(self.InputSerializer, request.data)
-        device_login_approve(user_code=data["user_code"], user=request.user)  # type: ignore[arg-type]
+        device_login_approve(
+            user_code=data["user_code"],
+            user=request.user,  # type: ignore[arg-type]
+            confirmed=data["confirmed"],
+        )
         return Response(self.OutputSerializer({"ok": True}).data)
 
 
@@ -191,6 +226,55 @@ class LogoutApi(APIView):
         return Response(status=204)
 
 
+@extend_schema_serializer(component_name="CliToken")
+class CliTokenSerializer(serializers.Serializer):
+    id = serializers.CharField(source="jti")
+    created_at = serializers.DateTimeField(source="issued_at")
+    expires_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    client_name = serializers.CharField()
+    client_version = serializers.CharField()
+    current = serializers.BooleanField()
+
+
+@extend_schema_serializer(component_name="CliTokenList")
+class CliTokenListSerializer(serializers.Serializer):
+    data = CliTokenSerializer(many=True)
+
+
+class CliTokenListApi(APIView):
+    @extend_schema(
+        responses={200: CliTokenListSerializer},
+        summary="The caller's usable CLI tokens (never the tokens themselves), newest first",
+        description="`last_used_at` is kept to the minute. `current` marks the token making this request.",
+        tags=["auth"],
+    )
+    def get(self, request: Request) -> Response:
+        jti = request.auth.claims.get("jti") if request.auth.kind == "cli" else None
+        tokens = cli_tokens_of(user=request.user)  # type: ignore[arg-type]
+        for token in tokens:
+            token.current = token.jti == jti  # type: ignore[attr-defined]
+        return Response(CliTokenListSerializer({"data": tokens}).data)
+
+
+class CliTokenApi(APIView):
+    @extend_schema(
+        responses={
+            204: None,
+            404: OpenApiResponse(
+                response={"$ref": "#/components/schemas/Error"},
+                description="`token_not_found`: unknown, expired, revoked already, or another user's.",
+            ),
+        },
+        summary="Revoke one of the caller's CLI tokens: it is refused from then on",
+        tags=["auth"],
+    )
+    def delete(self, request: Request, token_id: str) -> Response:
+        if len(token_id) > 64 or not cli_token_revoke_of(user=request.user, jti=token_id):  # type: ignore[arg-type]
+            raise NotFound("No such token.", code=TOKEN_NOT_FOUND)
+        return Response(status=204)
+
+
 # --- the browser page -------------------------------------------------------------------------------
 
 
@@ -218,10 +302,12 @@ def cli_login_page(request: HttpRequest) -> HttpResponse:
     raw_code = request.GET.get("code", "").strip()[:64]
     normalized = user_code_normalize(raw_code)
     user_code = user_code_format(normalized) if normalized else raw_code
+    login = device_login_pending(user_code=raw_code) if raw_code else None
     context = {
         "user_code": user_code,
+        "login": login,
         "publishable_key": settings.CLERK_PUBLISHABLE_KEY,
         "clerk_js_url": clerk_js_url(settings.CLERK_PUBLISHABLE_KEY),
-        "page_config": {"userCode": user_code, "approveUrl": reverse("device-login-approve")},
+        "page_config": {"userCode": user_code, "approveUrl": reverse("device-login-approve"), "pending": bool(login)},
     }
     return render(request, "accounts/cli_login.html", context)

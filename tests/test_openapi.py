@@ -41,6 +41,8 @@ OPERATIONS = {
     ("post", "/v1/auth/cli-approve"),
     ("post", "/v1/auth/token"),
     ("post", "/v1/auth/logout"),
+    ("get", "/v1/auth/tokens"),
+    ("delete", "/v1/auth/tokens/{token_id}"),
     ("post", "/webhooks/terra"),
     ("get", "/healthz"),
     ("post", "/v1/labs"),

@@ -16,6 +16,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import accounts.device_login
@@ -65,7 +66,8 @@ def poll(client: Client, device_code: str):
 
 
 def approve(client: Client, user_code: str, token: str):
-    return post(client, "/v1/auth/cli-approve", {"user_code": user_code}, token=token)
+    """The approval as the page sends it once the person ticked that the codes match."""
+    return post(client, "/v1/auth/cli-approve", {"user_code": user_code, "confirmed": True}, token=token)
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -484,3 +486,142 @@ def test_the_purge_of_expired_logins_runs_daily_on_beat() -> None:
     assert (task.task, task.queue, task.enabled) == ("accounts.purge_expired_device_logins", "amy", True)
     assert (task.crontab.minute, task.crontab.hour) == ("0", "4")
     assert purge_expired_device_logins.name == task.task
+
+
+# --- phishing resistance: what the approver sees and must confirm ------------------------------------
+
+
+def test_approval_without_the_confirmation_is_refused_and_approves_nothing(
+    api: Client, fake_clerk: FakeClerk, no_poll_interval: None
+) -> None:
+    started = start(api)
+    for body in ({"user_code": started["user_code"]}, {"user_code": started["user_code"], "confirmed": False}):
+        response = post(api, "/v1/auth/cli-approve", body, token=fake_clerk.token())
+        error = assert_error(response, 400, "confirmation_required")
+        assert error["details"] == {"field": "confirmed"}
+    assert DeviceLogin.objects.get().approved_at is None
+    assert_error(poll(api, started["device_code"]), 400, "authorization_pending")
+
+
+def test_the_approval_page_shows_when_from_where_and_which_client_asked(api: Client, client_ip: str) -> None:
+    response = post(api, "/v1/auth/device", {"client_name": "amy-cli", "client_version": "0.9.1"})
+    started = response.json()
+    login = DeviceLogin.objects.get()
+    assert (login.requested_ip, login.client_name, login.client_version) == (client_ip, "amy-cli", "0.9.1")
+
+    html = api.get("/cli/login", {"code": started["user_code"]}).content.decode()
+
+    assert f"{login.created_at:%Y-%m-%d %H:%M:%S} UTC" in html
+    assert client_ip in html
+    assert "amy-cli 0.9.1" in html
+    assert 'id="confirm"' in html  # the confirmation to tick
+    assert '"pending": true' in html
+
+
+def test_the_client_is_read_from_the_user_agent_when_the_body_names_none(api: Client) -> None:
+    response = api.post("/v1/auth/device", content_type="application/json", headers={"User-Agent": "amy/1.2.3 (linux)"})
+    assert response.status_code == 200
+    login = DeviceLogin.objects.get()
+    assert (login.client_name, login.client_version) == ("amy", "1.2.3")
+
+
+def test_the_address_shown_is_the_client_behind_the_trusted_proxies(api: Client, settings) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    response = api.post(
+        "/v1/auth/device", content_type="application/json", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+    )
+    assert response.status_code == 200
+    assert DeviceLogin.objects.get().requested_ip == "198.51.100.7"
+
+
+def test_a_client_name_is_stored_as_plain_text_and_escaped_on_the_page(api: Client) -> None:
+    started = post(api, "/v1/auth/device", {"client_name": '<b onload="x">amy</b>'}).json()
+    assert DeviceLogin.objects.get().client_name == "b onloadxamy/b"
+    html = api.get("/cli/login", {"code": started["user_code"]}).content.decode()
+    assert "<b onload" not in html
+
+
+def test_a_client_name_past_64_characters_is_invalid_field(api: Client) -> None:
+    error = assert_error(post(api, "/v1/auth/device", {"client_name": "x" * 65}), 400, "invalid_field")
+    assert error["details"] == {"field": "client_name"}
+
+
+def test_the_page_of_an_unknown_or_expired_code_says_so_and_offers_no_approval(api: Client) -> None:
+    html = api.get("/cli/login", {"code": "BCDF-GHJK"}).content.decode()
+    assert "unknown or has expired" in html
+    assert '"pending": false' in html
+
+
+# --- a person's CLI tokens: list and revoke ---------------------------------------------------------
+
+
+def test_tokens_are_listed_with_their_client_and_use_but_never_the_token(
+    api: Client, fake_clerk: FakeClerk, no_poll_interval: None
+) -> None:
+    started = post(api, "/v1/auth/device", {"client_name": "amy-cli", "client_version": "0.9.1"}).json()
+    approve(api, started["user_code"], fake_clerk.token("user_clerk_7"))
+    token = poll(api, started["device_code"]).json()["token"]
+    older = cli_token_issue(user=User.objects.get(pk="user_clerk_7"))
+    CliToken.objects.filter(jti=jwt.decode(older.token, options={"verify_signature": False})["jti"]).update(
+        issued_at=timezone.now() - timedelta(days=1)
+    )
+
+    response = api.get("/v1/auth/tokens", headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 200, response.content
+    newest, oldest = response.json()["data"]
+    row = CliToken.objects.get(jti=newest["id"])
+    assert newest == {
+        "id": row.jti,
+        "created_at": newest["created_at"],
+        "expires_at": newest["expires_at"],
+        "last_used_at": newest["last_used_at"],
+        "client_name": "amy-cli",
+        "client_version": "0.9.1",
+        "current": True,
+    }
+    assert timezone.datetime.fromisoformat(newest["created_at"]) == row.issued_at
+    assert newest["last_used_at"] is not None  # this very request
+    assert (oldest["current"], oldest["client_name"], oldest["last_used_at"]) == (False, "", None)
+    assert token not in response.content.decode()
+    assert older.token not in response.content.decode()
+
+
+def test_a_revoked_token_is_refused_and_leaves_the_list(api: Client, fake_clerk: FakeClerk) -> None:
+    user = User.objects.create(id="user_clerk_7")
+    lost = cli_token_issue(user=user)
+    lost_id = jwt.decode(lost.token, options={"verify_signature": False})["jti"]
+    browser = {"Authorization": f"Bearer {fake_clerk.token('user_clerk_7')}"}
+
+    assert api.delete(f"/v1/auth/tokens/{lost_id}", headers=browser).status_code == 204
+
+    assert_error(api.get("/v1/auth/tokens", headers={"Authorization": f"Bearer {lost.token}"}), 401, "invalid_token")
+    assert api.get("/v1/auth/tokens", headers=browser).json() == {"data": []}
+    assert_error(api.delete(f"/v1/auth/tokens/{lost_id}", headers=browser), 404, "token_not_found")
+
+
+def test_another_users_token_is_not_found_and_stays_valid(api: Client, fake_clerk: FakeClerk) -> None:
+    theirs = cli_token_issue(user=User.objects.create(id="user_clerk_8"))
+    theirs_id = jwt.decode(theirs.token, options={"verify_signature": False})["jti"]
+    mine = {"Authorization": f"Bearer {fake_clerk.token('user_clerk_7')}"}
+    for token_id in (theirs_id, "no-such-token", "x" * 300):
+        assert_error(api.delete(f"/v1/auth/tokens/{token_id}", headers=mine), 404, "token_not_found")
+    assert CliToken.objects.get(jti=theirs_id).revoked_at is None
+
+
+def test_last_used_is_written_at_most_once_a_minute(api: Client) -> None:
+    issued = cli_token_issue(user=User.objects.create(id="user_clerk_7"))
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    jti = jwt.decode(issued.token, options={"verify_signature": False})["jti"]
+    assert api.get("/v1/auth/tokens", headers=headers).status_code == 200
+    first = CliToken.objects.get(jti=jti).last_used_at
+    assert first is not None
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/v1/auth/tokens", headers=headers).status_code == 200
+    assert CliToken.objects.get(jti=jti).last_used_at == first
+    assert not [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "cli_tokens"')]
+
+    CliToken.objects.filter(jti=jti).update(last_used_at=first - timedelta(seconds=61))
+    assert api.get("/v1/auth/tokens", headers=headers).status_code == 200
+    assert CliToken.objects.get(jti=jti).last_used_at > first
