@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg
 
-from bench.ingest import (
+from bench.common import (
     DATABASE_URL,
     DB_NAME,
     PYTHON,
@@ -55,9 +55,9 @@ from bench.ingest import (
     ROOT,
     WEB_WORKERS,
     CpuSnapshot,
-    Gunicorn,
     cpu_usage,
     exit_cleanly_on_signals,
+    flush_bench_redis,
     fmt,
     git_revision,
     log,
@@ -66,9 +66,11 @@ from bench.ingest import (
     percentile,
     recreate_database,
     service_env,
+    web_server,
     write_results,
 )
-from bench.normalize import flush_redis, kill_group, read_line, send
+from bench.normalize import read_line, send
+from harness.processes import Gunicorn, kill_group
 
 TABLES = (
     "daily_summary",
@@ -431,7 +433,7 @@ def profile(args: argparse.Namespace, token: str, expected: dict[str, int]) -> s
         for old in out.glob("gunicorn-*.prof"):
             old.unlink()
         env = {**web_env(), "BENCH_PROFILE_DIR": str(out)}
-        web = Gunicorn(
+        web = web_server(
             RESULTS / "api-gunicorn-profile-access.log",
             RESULTS / "api-gunicorn-profile.log",
             config=ROOT / "bench" / "gunicorn_profile.py",
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"database {DB_NAME}: drop, create, migrate; Redis db {REDIS_DB}: flush")
     pg = recreate_database()
     migrate()
-    flush_redis()
+    flush_bench_redis()
     log(f"seed: {args.users} users with a year of data each, a CLI token")
     seeded = seed(args.users)
     expected = seeded["expected"]
@@ -512,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     access_log, server_log = RESULTS / "api-gunicorn-access.log", RESULTS / "api-gunicorn.log"
     for path in (access_log, server_log):
         path.unlink(missing_ok=True)
-    web = Gunicorn(access_log, server_log, env=web_env())
+    web = web_server(access_log, server_log, env=web_env())
     phases: dict[str, Phase] = {}
     try:
         log(f"gunicorn amy.wsgi on {web.url} ({WEB_WORKERS} sync workers)")
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         web.stop()
         with contextlib.suppress(Exception):
-            flush_redis()
+            flush_bench_redis()
     database = ["--database-url", DATABASE_URL, "--user-id", user_id]
     log("baseline /v1/me: bare psycopg, two SELECTs + json.dumps")
     phases["me-baseline"] = run_phase("me-baseline", "baseline-me", [*database, *me_options], None)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 
-# Its own database unless told otherwise: bench.ingest reads BENCH_DATABASE when imported.
+# Its own database unless told otherwise: bench.common reads BENCH_DATABASE when imported.
 os.environ.setdefault("BENCH_DATABASE", "amy_bench_console")
 
 import argparse
@@ -47,12 +47,11 @@ from urllib.parse import urlencode
 
 import psycopg
 
-from bench.ingest import (
+from bench.common import (
     DATABASE_URL,
     DB_NAME,
     RESULTS,
     WEB_WORKERS,
-    Gunicorn,
     django_helper,
     exit_cleanly_on_signals,
     fmt,
@@ -63,6 +62,7 @@ from bench.ingest import (
     percentile,
     recreate_database,
     service_env,
+    web_server,
     write_results,
 )
 
@@ -754,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     access_log, server_log = RESULTS / "console-gunicorn-access.log", RESULTS / "console-gunicorn.log"
     for path in (access_log, server_log):
         path.unlink(missing_ok=True)
-    web = Gunicorn(access_log, server_log)
+    web = web_server(access_log, server_log)
     try:
         log(f"gunicorn amy.wsgi on {web.url} ({WEB_WORKERS} sync workers)")
         web.start()

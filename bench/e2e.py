@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 import redis
 
-from bench.ingest import (
+from bench.common import (
     DATABASE_URL,
     DB_NAME,
     REDIS_DB,
@@ -46,6 +46,7 @@ from bench.ingest import (
     SECRET,
     WEB_WORKERS,
     exit_cleanly_on_signals,
+    flush_bench_redis,
     fmt,
     git_revision,
     log,
@@ -53,7 +54,7 @@ from bench.ingest import (
     percentile,
     write_results,
 )
-from bench.normalize import CpuSnapshot, cpu_usage, flush_redis
+from bench.normalize import CpuSnapshot, cpu_usage
 from bench.pipeline import (
     WORKER_CONCURRENCY,
     Accounting,
@@ -103,7 +104,7 @@ def goal_lines(rate: float, sync: Latency, books: Accounting) -> list[str]:
     if sync.missing:
         notes.append(f"{sync.missing} never seen in sync")
     if not books.balanced:
-        notes.append(f"books not balanced (lost {books.lost}, duplicated typed rows {books.duplicated_typed_rows})")
+        notes.append(f"books not balanced (lost {books.lost}, duplicated typed rows {books.typed_duplicated})")
     return [
         GOAL_TEXT,
         f"-> {verdict}: p99 {fmt(sync.p99, 1)} ms ({'ok' if p99_ok else 'over'}) at {rate:.1f} events/s sent"
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             poller.stop()
         stack.stop()
         with contextlib.suppress(redis.RedisError):
-            flush_redis()
+            flush_bench_redis()
 
     measured = tracker.measured()
     lags = sorted(1000 * (s.started - s.scheduled) for s in measured if s.started)

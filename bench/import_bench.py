@@ -31,12 +31,10 @@ bench/results/import.md; the goal lines never fail the run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,25 +44,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bench.bodies import insert_sql
-from bench.ingest import (
-    PG_ADMIN,
-    PYTHON,
+from bench.common import DB_NAME as BENCH_DB_NAME
+from bench.common import (
     RESULTS,
     ROOT,
+    bench_worker,
     exit_cleanly_on_signals,
     fmt,
     git_revision,
     log,
     markdown_table,
+    recreate_database,
+    service_env,
     write_results,
 )
-from bench.normalize import kill_group
+from harness.processes import CeleryWorker, RedisServer, children, manage, memory_kib
 
-BIN = Path(PYTHON).parent
-DB_NAME = "amy_bench_import"
+DB_NAME = f"{BENCH_DB_NAME}_import"  # amy_bench_import unless BENCH_DATABASE says otherwise
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 FIXTURE = ROOT / "tests" / "fixtures" / "terra" / "daily.json"
 MIB = 1024 * 1024
@@ -74,38 +72,8 @@ GOAL_RSS_MIB = 150.0
 BASELINE_BATCH = 500
 
 
-def recreate_database() -> dict[str, str]:
-    with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
-        row = conn.execute("SHOW server_version").fetchone()
-        settings = {"server_version": row[0] if row else "?"}
-        for name in ("fsync", "synchronous_commit"):
-            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-            settings[name] = row[0] if row else "?"
-    return settings
-
-
-def service_env(redis_url: str, files: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AMY_", "CELERY_", "DATABASE_", "REDIS_", "DB_", "TERRA_", "DJANGO_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "amy.settings",
-            "DATABASE_URL": DATABASE_URL,
-            "REDIS_URL": redis_url,
-            "AMY_FILES_ROOT": str(files),
-            "ENVIRONMENT": "development",
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "TERRA_WEBHOOK_SECRET": "bench-secret",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+def import_env(redis_url: str, files: Path) -> dict[str, str]:
+    return service_env(database_url=DATABASE_URL, redis_url=redis_url, AMY_FILES_ROOT=str(files))
 
 
 # Files ----------------------------------------------------------------------------------------------
@@ -149,46 +117,11 @@ def write_array(path: Path, entries: Entries, *, count: int | None = None, max_b
 # Processes ------------------------------------------------------------------------------------------
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    command = [
-        str(BIN / "celery"),
-        "-A",
-        "amy",
-        "worker",
-        "-Q",
-        "amy",
-        "-P",
-        "prefork",
-        "-c",
-        "1",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "WARNING",
-        "-n",
-        f"bench-import-{os.getpid()}-{time.monotonic_ns()}@%h",
-    ]
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
-
-
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in KiB; (0, 0) once it is gone."""
-    values = {"VmRSS": 0, "VmHWM": 0}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in values:
-                values[name] = int(value.split()[0])
-    return values["VmRSS"], values["VmHWM"]
+def start_worker(env: dict[str, str], log_path: Path) -> CeleryWorker:
+    """One pool child on the `amy` queue, where import runs go."""
+    worker = bench_worker(f"import-{time.monotonic_ns()}", log_path, queues=("amy",), env=env)
+    worker.start()
+    return worker
 
 
 class MemorySampler(threading.Thread):
@@ -300,14 +233,13 @@ class Run:
         return self.state["accepted"] / self.seconds if self.seconds else 0.0
 
 
-def wait_job(importer: Importer, import_job_id: int, timeout: float, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
+def wait_job(importer: Importer, import_job_id: int, timeout: float, worker: CeleryWorker) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         state = importer.state(import_job_id)
         if state["status"] in ("completed", "failed"):
             return state
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited ({worker.returncode})")
+        worker.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"import {import_job_id} not finished after {timeout:g} s: {state}")
         time.sleep(POLL_SECONDS)
@@ -335,7 +267,7 @@ def import_run(
         seconds = time.monotonic() - started
         sampler.stop()
     finally:
-        kill_group(worker, grace=10)
+        worker.stop(grace=10)
     return Run(
         label=label,
         file_bytes=path.stat().st_size,
@@ -569,11 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "import-worker.log").unlink(missing_ok=True)
 
-    sys.path.insert(0, str(ROOT))
-    from tests.live import RedisServer
-
     log(f"database {DB_NAME}: drop, create, migrate; a private redis-server")
-    pg = recreate_database()
+    pg = recreate_database(DB_NAME)
     redis_server = RedisServer()
     redis_server.start()
     try:
@@ -581,12 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             files = work / "uploads"
             files.mkdir()
-            env = service_env(redis_server.url, files)
-            migrated = subprocess.run(
-                [PYTHON, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, capture_output=True, text=True
-            )
-            if migrated.returncode != 0:
-                raise RuntimeError(f"migrate failed:\n{migrated.stdout}\n{migrated.stderr}")
+            env = import_env(redis_server.url, files)
+            manage(env, "migrate", "--no-input", timeout=180)
             os.environ.update(env)
             importer = Importer()
             try:

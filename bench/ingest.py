@@ -18,130 +18,57 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import http.client
 import json
 import os
 import pstats
-import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
-from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-BIN = Path(sys.executable).parent
-PYTHON = sys.executable
-
-# BENCH_DATABASE / BENCH_REDIS_DB let two benchmark runs share the machine without sharing state.
-DB_NAME = os.environ.get("BENCH_DATABASE", "amy_bench")
-PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres", "connect_timeout": 5}
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "14"))
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-SECRET = "bench-secret"  # noqa: S105 - the benchmark server's own webhook secret
-WEB_WORKERS = 2
-ACCESS_LOG_FORMAT = "%({x-bench-phase}i)s %(s)s %(D)s"
+# F401: CLOCK_TICKS, REDIS_DB and _machine_busy_ticks are here for bench/normalize.py, which still
+# imports them from this module; their home is bench/common.py.
+from bench.common import (  # noqa: F401
+    CLOCK_TICKS,
+    DATABASE_URL,
+    DB_NAME,
+    PYTHON,
+    REDIS_DB,
+    REDIS_URL,
+    RESULTS,
+    ROOT,
+    SECRET,
+    WEB_WORKERS,
+    CpuSnapshot,
+    _machine_busy_ticks,
+    cpu_usage,
+    exit_cleanly_on_signals,
+    flush_bench_redis,
+    fmt,
+    git_revision,
+    log,
+    markdown_table,
+    migrate,
+    percentile,
+    recreate_database,
+    service_env,
+    web_server,
+    write_results,
+)
+from harness.processes import Gunicorn, kill_group
 
 GOAL_CONCURRENCY = 8
 GOAL_RATIO = 0.25
 GOAL_P99_MS = 20.0
 GOAL_TEXT = f"goal (concurrency {GOAL_CONCURRENCY}): throughput >= {GOAL_RATIO:.0%} of baseline and server p99 <= {GOAL_P99_MS:g} ms"
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(message: str) -> None:
-    print(f"\033[1m==> {message}\033[0m", file=sys.stderr, flush=True)
-
-
-def write_results(name: str, text: str, took: str = "") -> None:
-    """A benchmark's report: bench/results/<name>.md (what bench/report.py reads), and stdout."""
-    path = RESULTS / f"{name}.md"
-    path.write_text(text)
-    print()
-    print(text, end="")
-    log(f"written to {path.relative_to(ROOT)}{took}")
-
-
-def service_env(tracing: bool | None = None) -> dict[str, str]:
-    """gunicorn's and manage.py's environment: the bench database and Redis db, quiet logs.
-
-    `tracing` None follows BENCH_TRACING (default on)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AMY_", "CELERY_", "DATABASE_", "REDIS_", "DB_", "TERRA_", "DJANGO_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "amy.settings",
-            "DATABASE_URL": DATABASE_URL,
-            "REDIS_URL": REDIS_URL,
-            "ENVIRONMENT": "development",
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "TERRA_WEBHOOK_SECRET": SECRET,
-            "PYTHONUNBUFFERED": "1",
-            # BENCH_TRACING=false measures the webhook without the tracer (its cost is a goal).
-            "AMY_TRACING": os.environ.get("BENCH_TRACING", "true") if tracing is None else str(tracing).lower(),
-        }
-    )
-    return env
-
 
 # Setup
 # ------------------------------------------------------------------------------
-
-
-def recreate_database() -> dict[str, str]:
-    """Drop and create amy_bench; return a few server settings worth printing with the figures."""
-    with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
-        settings = {}
-        for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "shared_buffers"):
-            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-            settings[name] = row[0] if row else "?"
-    return settings
-
-
-def migrate() -> None:
-    result = subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--no-input"],
-        cwd=ROOT,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{result.stdout}\n{result.stderr}")
-
-
-def django_helper(module: str, *args: str, env: dict[str, str], payload: Any = None, timeout: float = 300) -> Any:
-    """Run `python -m <module> <args>` (a benchmark's Django-side helper, which prints
-    `result <json>` last) under `env`, with `payload` as JSON on its stdin; its answer."""
-    result = subprocess.run(
-        [PYTHON, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"{module} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return json.loads(lines[-1].removeprefix("result "))
 
 
 def reset_state() -> None:
@@ -149,164 +76,11 @@ def reset_state() -> None:
     with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
         # trace_events too: every traced phase then writes into a table of the same size.
         conn.execute("TRUNCATE raw_events, trace_events RESTART IDENTITY CASCADE")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get_status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-class Gunicorn:
-    """gunicorn in its own session, stopped by process group (never by name)."""
-
-    def __init__(
-        self, access_log: Path, server_log: Path, config: Path | None = None, env: dict[str, str] | None = None
-    ):
-        self.port = free_port()
-        self.access_log = access_log
-        self.server_log = server_log
-        self.config = config
-        self.env = env or service_env()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [str(BIN / "gunicorn"), "amy.wsgi"]
-        if self.config:
-            command += ["--config", str(self.config)]
-        command += [
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(WEB_WORKERS),
-            "--worker-class",
-            "sync",
-            "--timeout",
-            "30",
-            "--no-control-socket",
-            "--access-logfile",
-            str(self.access_log),
-            "--access-logformat",
-            ACCESS_LOG_FORMAT,
-            "--error-logfile",
-            str(self.server_log),
-        ]
-        with self.server_log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.server_log}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                # Wait for both workers, not the first one: ask a few times.
-                if all(http_get_status(self.port, "/healthz") == 200 for _ in range(4)):
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"gunicorn did not answer /healthz within 30 s; see {self.server_log}")
-
-    def stop(self, grace: float = 5.0) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=wait)
-                return
-
-    def server_latencies_ms(self, label: str) -> list[float]:
-        """Request times gunicorn logged (%(D)s: from the parsed request to the last byte written)
-        for the 200 answers to requests sent with `x-bench-phase: label`."""
-        values = []
-        with contextlib.suppress(FileNotFoundError), self.access_log.open() as lines:
-            for line in lines:
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == label and parts[1] == "200":
-                    values.append(int(parts[2]) / 1000)
-        return sorted(values)
+    flush_bench_redis()
 
 
 # CPU accounting from /proc (who used the 2 cores during a window)
 # ------------------------------------------------------------------------------
-
-
-def _process_table() -> dict[int, tuple[str, int, int]]:
-    """pid -> (comm, ppid, utime + stime in ticks) for every readable process."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(entry.path, "stat").read_text()
-            comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-            rest = raw[raw.rindex(")") + 2 :].split()
-            table[int(entry.name)] = (comm, int(rest[1]), int(rest[11]) + int(rest[12]))
-    return table
-
-
-def _machine_busy_ticks() -> int:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields[:8]) - idle
-
-
-@dataclass
-class CpuSnapshot:
-    at: float
-    processes: dict[int, tuple[str, int, int]]
-    busy: int
-
-    @classmethod
-    def take(cls) -> CpuSnapshot:
-        return cls(time.monotonic(), _process_table(), _machine_busy_ticks())
-
-
-def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, *, load_pid: int, web_master: int | None) -> dict[str, float]:
-    """Cores used on average between the snapshots, by group."""
-    seconds = max(after.at - before.at, 1e-6)
-
-    def used(pid: int) -> float:
-        ticks_after = after.processes[pid][2]
-        ticks_before = before.processes.get(pid, ("", 0, 0))[2]
-        return max(0, ticks_after - ticks_before) / CLOCK_TICKS / seconds
-
-    groups = {"gunicorn workers": 0.0, "load/baseline process": 0.0, "postgres": 0.0, "redis": 0.0}
-    for pid, (comm, ppid, _) in after.processes.items():
-        if pid == load_pid:
-            groups["load/baseline process"] += used(pid)
-        elif web_master is not None and ppid == web_master:
-            groups["gunicorn workers"] += used(pid)
-        elif comm.startswith("postgres"):
-            groups["postgres"] += used(pid)
-        elif comm.startswith("redis-server"):
-            groups["redis"] += used(pid)
-    machine = max(0, after.busy - before.busy) / CLOCK_TICKS / seconds
-    groups["everything else"] = max(0.0, machine - sum(groups.values()))
-    groups["machine total"] = machine
-    return groups
 
 
 # Phases
@@ -320,12 +94,6 @@ class PhaseResult:
     summary: dict[str, Any]
     cpu: dict[str, float] = field(default_factory=dict)
     server_ms: list[float] = field(default_factory=list)
-
-
-def percentile(sorted_values: list[float], percent: int) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[max(1, -(-percent * len(sorted_values) // 100)) - 1]
 
 
 def run_phase(
@@ -379,10 +147,7 @@ def run_phase(
                 summary = json.loads(line.removeprefix("result "))
         process.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        kill_group(process)
     if summary is None or "setup_error" in summary:
         raise RuntimeError(f"{label}: load process failed (exit {process.returncode}): {summary}")
     result = PhaseResult(mode, concurrency, summary)
@@ -398,10 +163,6 @@ def run_phase(
 
 # Report
 # ------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def ratio(web: PhaseResult, base: PhaseResult) -> float | None:
@@ -464,14 +225,6 @@ def cpu_table(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
     return markdown_table(["concurrency", "phase", *groups, "core-ms per op"], rows)
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
-    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    return lines
-
-
 def goal_lines(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
     lines = [GOAL_TEXT]
     match = [(w, b) for w, b in pairs if w.concurrency == GOAL_CONCURRENCY]
@@ -490,14 +243,6 @@ def goal_lines(pairs: list[tuple[PhaseResult, PhaseResult]]) -> list[str]:
         f"client p99 {fmt(web.summary['p99_ms'], 2)} ms"
     )
     return lines
-
-
-def git_revision() -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-    return "?"
 
 
 def report(pairs: list[tuple[PhaseResult, PhaseResult]], args: argparse.Namespace, pg: dict[str, str]) -> str:
@@ -743,7 +488,7 @@ def run_tracing_both(args: argparse.Namespace) -> int:
         )
         for path in (access_log, server_log):
             path.unlink(missing_ok=True)
-        servers[traced] = Gunicorn(access_log, server_log, env=service_env(tracing=traced))
+        servers[traced] = web_server(access_log, server_log, env=service_env(tracing=traced))
     phases: list[TracedPhase] = []
     try:
         for traced, web in servers.items():
@@ -813,7 +558,7 @@ def profile(args: argparse.Namespace) -> str:
     for old in out.glob("gunicorn-*.prof"):
         old.unlink()
     env = {**service_env(), "BENCH_PROFILE_DIR": str(out)}
-    web = Gunicorn(
+    web = web_server(
         RESULTS / "gunicorn-profile-access.log",
         RESULTS / "gunicorn-profile.log",
         config=ROOT / "bench" / "gunicorn_profile.py",
@@ -860,16 +605,6 @@ def profile(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def exit_cleanly_on_signals() -> None:
-    """SIGTERM/SIGHUP unwind through `finally`, so the processes a benchmark started are stopped."""
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per phase (default 10)")
@@ -904,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     access_log, server_log = RESULTS / "gunicorn-access.log", RESULTS / "gunicorn.log"
     for path in (access_log, server_log):
         path.unlink(missing_ok=True)
-    web = Gunicorn(access_log, server_log)
+    web = web_server(access_log, server_log)
     pairs: list[tuple[PhaseResult, PhaseResult]] = []
     try:
         reset_state()

@@ -26,27 +26,39 @@ Nothing here imports Django at module level, and nothing imports tests (tests ma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
 
-from bench.import_bench import children, memory_kib
-from bench.ingest import RESULTS, Gunicorn, django_helper, markdown_table, migrate, recreate_database, service_env
-from bench.load import WEBHOOK_PATH, percentile
-from bench.normalize import FINAL_STATES, TYPED_TABLES, flush_redis, kill_group, worker_command
+from bench.common import (
+    RESULTS,
+    bench_worker,
+    django_helper,
+    flush_bench_redis,
+    migrate,
+    percentile,
+    recreate_database,
+    service_env,
+    web_server,
+)
+from bench.load import WEBHOOK_PATH
+from bench.normalize import TYPED_TABLES
 from bench.normalize_load import EVENT_TYPES, FIXTURES, distinct_body, writer_statements
+from harness.books import Books, RowsPerType, SentBody, wait_final
+from harness.books import account as books_account
+from harness.processes import children, memory_kib
 from ingest.signature import signature_header
 
 USER_ID = "user_bench_pipeline"
@@ -131,6 +143,11 @@ class Sent:
     status: int = 0  # 0: no answer (connection error, timeout)
     raw_event_id: int | None = None
     error: str | None = None
+    sha256: str = ""  # of the body: the ledger's dedup key
+
+    @property
+    def outcome(self) -> str:
+        return "200" if self.status == 200 else (self.error or f"HTTP {self.status}")
 
 
 class Tracker:
@@ -193,6 +210,7 @@ class Sender:
         self.pool.submit(self._send, sent, body)
 
     def _send(self, sent: Sent, body: bytes) -> None:
+        sent.sha256 = hashlib.sha256(body).hexdigest()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "amy-bench",
@@ -536,126 +554,14 @@ def memory_growth(samples: list[tuple[float, str, int, int]], start: float, end:
 # Accounting
 # ------------------------------------------------------------------------------
 
-
-@dataclass
-class Accounting:
-    sent: int
-    answered_200: int
-    not_answered: Counter[str]  # errors and non-200 answers, by kind
-    ledger_rows: int  # rows of the run in raw_events
-    ledger_duplicates: int  # bodies stored more than once (same dedup key)
-    answered_without_row: int  # answered 200, no ledger row: lost
-    stored_without_200: int  # in the ledger though the client saw no 200 (not lost: Terra would redeliver)
-    states: Counter[str]  # of the rows answered 200
-    dead_errors: list[str]
-    typed_rows: int
-    duplicated_typed_rows: int  # rows beyond what the event's body makes (or of a type it does not make)
-    missing_typed_rows: int  # rows a processed event's body makes that are not there
-    redelivered: int  # events delivered to a worker more than once (attempts > 1)
-    not_final: list[str] = field(default_factory=list)
-
-    @property
-    def lost(self) -> int:
-        """Answered 200 but neither processed nor visibly dead-lettered."""
-        return self.answered_200 - self.states.get("processed", 0) - self.states.get("dead", 0)
-
-    @property
-    def balanced(self) -> bool:
-        return (
-            self.lost == 0
-            and self.answered_without_row == 0
-            and self.ledger_duplicates == 0
-            and self.duplicated_typed_rows == 0
-            and self.missing_typed_rows == 0
-        )
-
-    def lines(self) -> list[str]:
-        states = ", ".join(f"{k} {v}" for k, v in sorted(self.states.items())) or "-"
-        rows = [
-            ["webhooks sent", str(self.sent)],
-            ["answered 200 (a raw_event_id each)", str(self.answered_200)],
-            ["not answered 200", ", ".join(f"{k}: {v}" for k, v in self.not_answered.most_common()) or "0"],
-            ["ledger rows of the run", str(self.ledger_rows)],
-            ["bodies stored more than once", str(self.ledger_duplicates)],
-            ["answered 200 without a ledger row", str(self.answered_without_row)],
-            ["stored without a 200 (the client gave up; Terra would redeliver)", str(self.stored_without_200)],
-            ["states of the rows answered 200", states],
-            ["lost (answered 200, neither processed nor dead-lettered)", str(self.lost)],
-            ["typed rows", str(self.typed_rows)],
-            ["duplicated typed rows", str(self.duplicated_typed_rows)],
-            ["typed rows missing from processed events", str(self.missing_typed_rows)],
-            ["events delivered to a worker more than once (attempts > 1)", str(self.redelivered)],
-        ]
-        lines = markdown_table(["check", "count"], rows)
-        if self.dead_errors:
-            lines += ["", "Dead-lettered (first 5):", *(f"- {e}" for e in self.dead_errors)]
-        if self.not_final:
-            lines += ["", "Not in a final state (first 5):", *(f"- {e}" for e in self.not_final)]
-        return lines
+Accounting = Books
 
 
-def wait_final(conn: psycopg.Connection[Any], after_id: int, timeout: float) -> int:
-    """Wait until every ledger row past `after_id` is in a final state; how many are not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute(
-            "SELECT count(*) FROM raw_events WHERE id > %s AND state <> ALL(%s)", [after_id, list(FINAL_STATES)]
-        ).fetchone()
-        pending = row[0] if row else 0
-        if not pending or time.monotonic() > deadline:
-            return pending
-        time.sleep(0.2)
-
-
-def account(
-    conn: psycopg.Connection[Any], tracker: Tracker, *, after_id: int, rows_per_type: dict[str, dict[str, int]]
-) -> Accounting:
-    """The books of a run, in SQL: its ledger rows are those past `after_id` (the warm-up's last)."""
-    measured = tracker.measured()
-    answered = {s.raw_event_id: s for s in measured if s.status == 200 and s.raw_event_id is not None}
-    not_answered = Counter(s.error or f"HTTP {s.status}" for s in measured if s.raw_event_id is None)
-    ledger = {
-        r[0]: r[1:]
-        for r in conn.execute(
-            "SELECT id, event_type, state, attempts, process_error FROM raw_events WHERE id > %s", [after_id]
-        ).fetchall()
-    }
-    row = conn.execute(
-        "SELECT count(*) FROM (SELECT dedup_key FROM raw_events WHERE id > %s GROUP BY dedup_key "
-        "HAVING count(*) > 1) AS d",
-        [after_id],
-    ).fetchone()
-    states = Counter(ledger[i][1] for i in answered if i in ledger)
-    typed: dict[int, Counter[str]] = defaultdict(Counter)
-    for table in TYPED_TABLES:
-        for raw_event_id, count in conn.execute(
-            f"SELECT raw_event_id, count(*) FROM {table} WHERE raw_event_id > %s GROUP BY raw_event_id", [after_id]
-        ).fetchall():
-            typed[raw_event_id][table] = count
-    duplicated = missing = 0
-    for raw_event_id in set(typed) | {i for i in ledger if ledger[i][1] == "processed"}:
-        event_type = ledger.get(raw_event_id, ("?",))[0]
-        expected = rows_per_type.get(event_type, {}) if ledger.get(raw_event_id, (None, None))[1] == "processed" else {}
-        got = typed.get(raw_event_id, Counter())
-        for table in set(expected) | set(got):
-            duplicated += max(0, got[table] - expected.get(table, 0))
-            missing += max(0, expected.get(table, 0) - got[table])
-    return Accounting(
-        sent=len(measured),
-        answered_200=len(answered),
-        not_answered=not_answered,
-        ledger_rows=len(ledger),
-        ledger_duplicates=row[0] if row else 0,
-        answered_without_row=sum(1 for i in answered if i not in ledger),
-        stored_without_200=sum(1 for i in ledger if i not in answered),
-        states=states,
-        dead_errors=[f"raw_event {i}: {v[3]}" for i, v in sorted(ledger.items()) if v[1] == "dead"][:5],
-        typed_rows=sum(sum(c.values()) for c in typed.values()),
-        duplicated_typed_rows=duplicated,
-        missing_typed_rows=missing,
-        redelivered=sum(1 for v in ledger.values() if v[2] > 1),
-        not_final=[f"raw_event {i}: {v[1]}" for i, v in sorted(ledger.items()) if v[1] not in FINAL_STATES][:5],
-    )
+def account(conn: psycopg.Connection[Any], tracker: Tracker, *, after_id: int, rows_per_type: RowsPerType) -> Books:
+    """The books of a run (harness/books.py): its ledger rows are those past `after_id` (the
+    warm-up's last); each webhook was sent once, so a client that gave up is not a loss."""
+    bodies = [SentBody(s.sha256, (s.outcome,)) for s in tracker.measured()]
+    return books_account(conn, bodies, rows_per_type=rows_per_type, after_id=after_id)
 
 
 # The benchmarks' stack: gunicorn and a Celery worker on the bench database
@@ -665,47 +571,34 @@ WORKER_CONCURRENCY = 2  # as scripts/run and docker-compose.yml run the worker
 
 
 class BenchStack:
-    """gunicorn (bench.ingest.Gunicorn: 2 sync workers, the per-user rate limit raised as in
+    """gunicorn (bench.common.web_server: 2 sync workers, the per-user rate limit raised as in
     bench/api.py so the sync poller is never refused) and `celery worker -c 2` with production
-    settings (bench.normalize.worker_command but for the pool size), logs in bench/results."""
+    settings, logs in bench/results."""
 
     def __init__(self, name: str) -> None:
         from bench.api import web_env
 
         self.name = name
-        self.web = Gunicorn(RESULTS / f"{name}-gunicorn-access.log", RESULTS / f"{name}-gunicorn.log", env=web_env())
-        self.worker_log = RESULTS / f"{name}-worker.log"
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.web = web_server(RESULTS / f"{name}-gunicorn-access.log", RESULTS / f"{name}-gunicorn.log", env=web_env())
+        self.worker = bench_worker(name, RESULTS / f"{name}-worker.log", concurrency=WORKER_CONCURRENCY)
 
     def start(self) -> None:
-        for path in (self.web.access_log, self.web.server_log, self.worker_log):
-            path.unlink(missing_ok=True)
+        for path in (self.web.access_log, self.web.log_path, self.worker.log_path):
+            if path is not None:
+                path.unlink(missing_ok=True)
         self.web.start()
-        command = worker_command(f"bench-{self.name}-{os.getpid()}")
-        command[command.index("-c") + 1] = str(WORKER_CONCURRENCY)
-        with self.worker_log.open("ab") as out:
-            self.worker = subprocess.Popen(
-                command,
-                cwd=RESULTS.parent.parent,
-                env=service_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.worker.start()
 
     @property
     def pids(self) -> tuple[int, int]:
         """(gunicorn master, Celery parent)."""
-        assert self.web.process is not None
-        assert self.worker is not None
-        return self.web.process.pid, self.worker.pid
+        return self.web.pid, self.worker.pid
 
     def check(self) -> None:
-        if self.worker is not None and self.worker.poll() is not None:
-            raise RuntimeError(f"the Celery worker exited ({self.worker.returncode}); see {self.worker_log}")
+        self.worker.check()
 
     def stop(self) -> None:
-        kill_group(self.worker, grace=10)
+        self.worker.stop(grace=10)
         self.web.stop()
 
 
@@ -713,7 +606,7 @@ def prepare_run() -> tuple[dict[str, str], dict[str, Any]]:
     """A fresh bench database (bench.ingest's), an empty Redis db, the user and its token."""
     pg = recreate_database()
     migrate()
-    flush_redis()
+    flush_bench_redis()
     return pg, run_setup(service_env())
 
 

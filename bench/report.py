@@ -36,7 +36,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.ingest import PG_ADMIN, RESULTS, ROOT, git_revision, log, markdown_table
+from bench.common import PG_ADMIN, RESULTS, ROOT, git_revision, log, markdown_table
 
 DOC = ROOT / "docs" / "performance.md"
 CHART_NAME = "performance.png"

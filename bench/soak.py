@@ -38,8 +38,7 @@ from typing import Any
 import psycopg
 import redis
 
-from bench.e2e import LATENCY_HEADER, latency_row
-from bench.ingest import (
+from bench.common import (
     DATABASE_URL,
     DB_NAME,
     REDIS_DB,
@@ -47,13 +46,14 @@ from bench.ingest import (
     SECRET,
     WEB_WORKERS,
     exit_cleanly_on_signals,
+    flush_bench_redis,
     fmt,
     git_revision,
     log,
     markdown_table,
     write_results,
 )
-from bench.normalize import flush_redis
+from bench.e2e import LATENCY_HEADER, latency_row
 from bench.pipeline import (
     WORKER_CONCURRENCY,
     Accounting,
@@ -87,9 +87,9 @@ def books_goal(books: Accounting) -> list[str]:
         ),
         (
             f"-> {'MET' if books.balanced else 'NOT MET'}: {books.answered_200} answered 200, {books.ledger_rows} ledger "
-            f"rows ({books.ledger_duplicates} stored twice), processed {books.states.get('processed', 0)}, dead "
-            f"{books.states.get('dead', 0)}, lost {books.lost}, duplicated typed rows {books.duplicated_typed_rows}, "
-            f"missing typed rows {books.missing_typed_rows}"
+            f"rows ({books.duplicated} stored twice), processed {books.states.get('processed', 0)}, dead "
+            f"{books.states.get('dead', 0)}, lost {books.lost}, duplicated typed rows {books.typed_duplicated}, "
+            f"missing typed rows {books.typed_missing}"
         ),
     ]
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             poller.stop()
         stack.stop()
         with contextlib.suppress(redis.RedisError):
-            flush_redis()
+            flush_bench_redis()
 
     latency = []
     for part in ("steady", "burst"):
