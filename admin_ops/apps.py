@@ -6,7 +6,11 @@ class AdminOpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
+        from celery.signals import worker_ready
+
         from admin_ops import openapi  # noqa: F401 - registers the schema extension
+        from admin_ops.metrics import serve_worker_metrics
         from amy import metrics
 
         metrics.connect_task_signals()
+        worker_ready.connect(serve_worker_metrics, weak=False, dispatch_uid="admin_ops.serve_worker_metrics")

@@ -1,5 +1,7 @@
 """The ops key: `x-admin-key` equal to AMY_ADMIN_KEY (read and write) or to the optional
-AMY_ADMIN_READ_KEY (GET only), compared in constant time; never read from the query string.
+AMY_ADMIN_READ_KEY (GET only), compared in constant time; never read from the query string. Each
+setting may list several keys, comma-separated, so a key is rotated without downtime
+(docs/deployment.md).
 
 Use `AdminApiView` as the base of every `/admin/*` JSON endpoint: it authenticates the key,
 refuses writes to the read key (403 `forbidden`), and limits failed attempts per client IP.
@@ -49,10 +51,15 @@ class AdminPrincipal:
 
 
 def _matches(given: str, expected: str) -> bool:
-    # Hash both sides first so that neither the length nor the content leaks through timing.
-    return bool(expected) and hmac.compare_digest(
-        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
-    )
+    """`given` equals one of the comma-separated keys in `expected` (several at once while a key is
+    rotated, as TERRA_WEBHOOK_SECRET). Hash both sides first so that neither the length nor the
+    content leaks through timing; every key is compared, so neither does which one matched."""
+    keys = [key.strip() for key in expected.split(",") if key.strip()]
+    matched = [
+        hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(key.encode()).digest())
+        for key in keys
+    ]
+    return any(matched)
 
 
 def _failure_key(request: Request) -> str:
@@ -75,8 +82,11 @@ def _count_failure(request: Request) -> None:
 
 
 class AdminKeyAuthentication(BaseAuthentication):
+    def given_key(self, request: Request) -> str | None:
+        return request.headers.get(ADMIN_KEY_HEADER)
+
     def authenticate(self, request: Request) -> tuple[AdminPrincipal, None]:
-        given = request.headers.get(ADMIN_KEY_HEADER)
+        given = self.given_key(request)
         if not given:
             raise NotAuthenticated("The x-admin-key header is missing.")
         actor = (request.headers.get(ACTOR_HEADER) or "admin-key")[:255]

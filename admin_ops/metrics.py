@@ -1,15 +1,21 @@
 """What `GET /metrics` exposes: the HTTP middleware, the scrape-time gauges and the view.
 
 The counters and histograms, and the calls that record them, live in `amy.metrics` (the core
-records, this app only exposes). Gauges computed at scrape time (`LedgerCollector`):
-`amy_raw_events{state}` (one grouped query), `amy_queue_depth` and `amy_dlq_depth` (Redis LLEN;
-left out when Redis is down).
+records, this app only exposes). Gauges computed at scrape time (`LedgerCollector`), each from a
+partial index of few rows, never a count of the whole ledger:
+- `amy_raw_events{state}`: rows received, processing, parked and dead (the terminal states,
+  most of the ledger, are left to the counters);
+- `amy_backlog_oldest_age_seconds`: the oldest waiting row's age (0 when none waits), and
+  `amy_drain_window_seconds`, after which such a row is dead-lettered as stale;
+- `amy_queue_depth` and `amy_dlq_depth` (Redis LLEN; left out when Redis is down).
 
-Workers and web processes in one scrape: when PROMETHEUS_MULTIPROC_DIR is set (in the environment
+Processes on one machine in one scrape: when PROMETHEUS_MULTIPROC_DIR is set (in the environment
 of every web and worker process *before* they start), prometheus_client keeps the counters and
 histograms in files in that directory and `/metrics` sums them across processes. The directory
-must be emptied when the deployment starts, or counts from earlier runs are added in. Without it,
-`/metrics` shows the serving process only.
+is emptied when the processes start, or counts from earlier runs are added in; it is never shared
+between containers or machines (process ids would collide): there each worker serves its own
+pool's metrics (`serve_worker_metrics`) and Prometheus scrapes every web and worker
+(docs/deployment.md, deploy/prometheus/).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from admin_ops.auth import AdminApiView
+from admin_ops.auth import AdminApiView, AdminKeyAuthentication
 from amy import metrics
 
 if TYPE_CHECKING:
@@ -65,27 +71,51 @@ class MetricsMiddleware:
 # Scrape-time gauges ------------------------------------------------------------------------------
 
 
+# Each count reads a partial index of few rows (waiting, parked, dead), never the whole ledger:
+# the terminal states (processed, skipped) are most of it and are left to the counters.
+_LEDGER_SQL = """
+SELECT
+    (SELECT count(*) FROM raw_events WHERE state = 'received'),
+    (SELECT count(*) FROM raw_events WHERE state = 'processing'),
+    (SELECT count(*) FROM raw_events WHERE state = 'parked'),
+    (SELECT count(*) FROM raw_events WHERE state = 'dead'),
+    (SELECT extract(epoch FROM now() - min(queued_at)) FROM raw_events WHERE state IN ('received', 'processing'))
+"""
+GAUGE_STATES = ("received", "processing", "parked", "dead")
+
+
 class LedgerCollector(Collector):
-    """Ledger rows by state (one grouped query) and the broker's queue depths (skipped when down)."""
+    """The ledger's waiting and failed rows, the oldest waiting row's age, the drain window, and
+    the broker's queue depths (left out when Redis is down)."""
 
     def collect(self) -> Iterator[Metric]:
-        from django.db import DatabaseError
-        from django.db.models import Count
+        from django.db import DatabaseError, connection
 
         from admin_ops.services import queue_depths
-        from ingest.models import RawEvent, RawEventState
 
         try:
-            counts = dict.fromkeys(RawEventState.values, 0)
-            for row in RawEvent.objects.order_by().values("state").annotate(n=Count("id")):
-                counts[row["state"]] = row["n"]
+            with connection.cursor() as cursor:
+                cursor.execute(_LEDGER_SQL)
+                *counts, oldest_age = cursor.fetchone()
         except DatabaseError as exc:
             logger.warning("metrics: ledger counts unavailable: %s", type(exc).__name__)
         else:
-            ledger = GaugeMetricFamily("amy_raw_events", "Ledger rows by state.", labels=["state"])
-            for state, n in sorted(counts.items()):
+            ledger = GaugeMetricFamily(
+                "amy_raw_events", "Ledger rows waiting (received, processing), parked or dead.", labels=["state"]
+            )
+            for state, n in zip(GAUGE_STATES, counts, strict=True):
                 ledger.add_metric([state], n)
             yield ledger
+            yield GaugeMetricFamily(
+                "amy_backlog_oldest_age_seconds",
+                "Age of the oldest ledger row waiting for a worker (0 when none waits).",
+                value=float(oldest_age or 0),
+            )
+        yield GaugeMetricFamily(
+            "amy_drain_window_seconds",
+            "Rows waiting longer than this are dead-lettered as stale (AMY_DRAIN_WINDOW_SECONDS).",
+            value=settings.AMY_DRAIN_WINDOW_SECONDS,
+        )
 
         queue_depth, dlq_depth = queue_depths()
         if queue_depth is not None:
@@ -101,18 +131,56 @@ class _ThisProcess(Collector):
         yield from REGISTRY.collect()
 
 
-def render() -> bytes:
-    """The Prometheus text exposition of every metric (all processes in multiprocess mode)."""
+def registry_of_processes() -> CollectorRegistry:
+    """This machine's processes: every process writing to PROMETHEUS_MULTIPROC_DIR, or this one."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
+    return registry
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every metric (all processes in multiprocess mode)."""
+    registry = registry_of_processes()
     registry.register(LedgerCollector())
     return generate_latest(registry)
 
 
+# A worker's own endpoint ---------------------------------------------------------------------------
+
+
+def serve_worker_metrics(**kwargs: Any) -> None:
+    """In a Celery worker's main process (the `worker_ready` signal): serve its pool's counters on
+    AMY_WORKER_METRICS_PORT, when set. A worker in its own container or on its own machine does not
+    share a metrics directory with the web, so Prometheus scrapes each worker here (no key: bind it
+    to an address only Prometheus reaches; docs/deployment.md). The ledger gauges stay on the web's
+    `/metrics`."""
+    port = settings.AMY_WORKER_METRICS_PORT
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=settings.AMY_WORKER_METRICS_ADDR, registry=registry_of_processes())
+    logger.info("worker metrics on http://%s:%d/metrics", settings.AMY_WORKER_METRICS_ADDR, port)
+
+
 # The endpoint ------------------------------------------------------------------------------------
+
+
+class MetricsKeyAuthentication(AdminKeyAuthentication):
+    """The key in `x-admin-key`, or as `Authorization: Bearer <key>`: Prometheus's scrape config
+    sends the latter (`authorization: {credentials_file: ...}`) and no custom header."""
+
+    def given_key(self, request: Request) -> str | None:
+        given = super().given_key(request)
+        if given:
+            return given
+        scheme, _, credentials = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return credentials.strip() or None
 
 
 class MetricsView(AdminApiView):
@@ -121,7 +189,7 @@ class MetricsView(AdminApiView):
     def get_authenticators(self) -> list[Any]:
         if getattr(settings, "AMY_METRICS_PUBLIC", False):
             return []
-        return super().get_authenticators()
+        return [MetricsKeyAuthentication()]
 
     def get_permissions(self) -> list[Any]:
         if getattr(settings, "AMY_METRICS_PUBLIC", False):

@@ -214,6 +214,10 @@ AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_ADMIN_FAILURES_PER_MINUTE = env.int("AMY_ADMIN_FAILURES_PER_MINUTE", default=20)
 # /metrics needs the ops key unless this is set (then the network must restrict it).
 AMY_METRICS_PUBLIC = env.bool("AMY_METRICS_PUBLIC", default=False)
+# A Celery worker serves its own pool's metrics on this port when set (admin_ops.metrics); no key,
+# so the address must be one only Prometheus reaches (docs/deployment.md).
+AMY_WORKER_METRICS_PORT = env.int("AMY_WORKER_METRICS_PORT", default=0)
+AMY_WORKER_METRICS_ADDR = env.str("AMY_WORKER_METRICS_ADDR", default="127.0.0.1")
 AMY_CLI_TOKEN_DAYS = 30
 AMY_IDEMPOTENCY_SECONDS = 24 * 3600
 # How long a running request holds its Idempotency-Key: at least the longest a request may run once

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin_ops.metrics import MetricsMiddleware, MetricsView
 from amy import metrics
-from ingest.models import RawEventState
+from ingest.models import RawEvent, RawEventState
 from ingest.views import TerraWebhookView
 from tests.admin_ops.helpers import READ, WRITE, dead
 from tests.conftest import PostWebhook
@@ -65,6 +72,12 @@ def test_metrics_with_the_read_or_admin_key_is_200(client: Client) -> None:
     scrape(client, WRITE)
 
 
+def test_metrics_accepts_the_key_as_a_bearer_token_as_prometheus_sends_it(client: Client) -> None:
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {READ['x-admin-key']}"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Basic {READ['x-admin-key']}"}).status_code == 401
+
+
 def test_metrics_public_needs_no_key(client: Client, settings: Any) -> None:
     settings.AMY_METRICS_PUBLIC = True
     families = scrape(client, headers=None)
@@ -103,14 +116,45 @@ def test_a_duplicate_and_a_bad_signature_are_counted_by_outcome(client: Client, 
     assert counts() == (duplicates + 1, bad + 1)
 
 
-def test_the_ledger_gauge_shows_every_state(client: Client) -> None:
-    store(body_of({"type": "daily", "user": {"user_id": "tu-metrics"}, "data": [], "n": 1}))
+def test_the_ledger_gauges_show_waiting_and_failed_rows_and_the_oldest_waiting_age(client: Client) -> None:
+    waiting = store(body_of({"type": "daily", "user": {"user_id": "tu-metrics"}, "data": [], "n": 1}))
+    RawEvent.objects.filter(pk=waiting.pk).update(queued_at=timezone.now() - timedelta(minutes=10))
     dead(n=2)
     families = scrape(client)
     states = {s.labels["state"]: s.value for s in families["amy_raw_events"].samples}
-    assert set(states) == set(RawEventState.values)
-    assert states["received"] >= 1
-    assert states["dead"] >= 1
+    assert set(states) == {"received", "processing", "parked", "dead"}
+    assert (states["received"], states["dead"]) == (1, 1)
+    assert 9 * 60 < sample_value(families, "amy_backlog_oldest_age_seconds") < 20 * 60
+    assert sample_value(families, "amy_drain_window_seconds") == settings.AMY_DRAIN_WINDOW_SECONDS
+
+
+def test_the_ledger_gauges_never_count_the_whole_ledger(client: Client) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        scrape(client)
+    ledger = [q["sql"] for q in queries.captured_queries if "raw_events" in q["sql"]]
+    assert ledger
+    for sql in ledger:
+        assert "GROUP BY" not in sql.upper()
+        counts = re.findall(r"count\(\*\) FROM raw_events( WHERE state)?", sql)
+        assert counts, sql
+        assert all(counts), sql  # each count reads one state's partial index
+
+
+def test_a_task_run_is_counted_with_its_last_success_time(client: Client) -> None:
+    from ingest.tasks import drain_stuck_events
+
+    labels = {"task": "ingest.drain_stuck_events", "outcome": "success"}
+    before = sample_value(scrape(client), "amy_celery_tasks", "amy_celery_tasks_total", **labels)
+    started = time.time()
+    drain_stuck_events.apply()
+    families = scrape(client)
+    assert sample_value(families, "amy_celery_tasks", "amy_celery_tasks_total", **labels) == before + 1
+    stamp = sample_value(families, "amy_celery_task_last_success_timestamp_seconds", task="ingest.drain_stuck_events")
+    assert stamp >= started
+
+
+def test_the_oldest_waiting_age_is_zero_when_nothing_waits(client: Client) -> None:
+    assert sample_value(scrape(client), "amy_backlog_oldest_age_seconds") == 0
 
 
 def test_queue_depths_are_gauges_when_redis_answers(client: Client, redis_client: Any) -> None:
