@@ -310,6 +310,10 @@ class Activity(TypedRow):
     max_watts = models.FloatField(null=True, blank=True)
     vo2max_ml_per_min_per_kg = models.FloatField(null=True, blank=True)
     device_name = models.TextField(null=True, blank=True)
+    # A delete (`upload_type` 4) kept as a tombstone with its ordering position, its values
+    # cleared: a stale delete then loses to a newer copy, and an older copy arriving after the
+    # delete loses to it. /v1/sync serves a tombstone as a deleted id; nothing else shows it.
+    deleted = models.BooleanField(default=False, db_default=False)
 
     sync_stamp = _sync_stamp()
 

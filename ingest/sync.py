@@ -29,6 +29,10 @@ transaction's changes arrive together and a delete is never served after a later
 client applies `deleted` before `tables`. Each table has two positions in the cursor, one for its
 rows and one for its tombstones; a table the cursor does not know starts from its beginning, for
 rows and deletions alike (a client that never had the table gets ids it can ignore).
+
+Activities are also deleted by Terra (`upload_type` 4): such a delete stays as a row flagged
+`deleted` (it must keep its ordering position), stamped like any update, and is served in
+`deleted` at that stamp. A newer copy of the activity later re-sends it in `tables`.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ _MAX_BIGINT = 2**63 - 1
 _CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _LIMIT_CHARS = re.compile(r"[0-9]{1,6}")
 
+TOMBSTONE_FIELD = "deleted"
 Position = tuple[int, int]  # the last (sync_stamp, id) served
 BEGINNING: Position = (0, 0)
 
@@ -197,6 +202,16 @@ def _select_list(model: type[models.Model]) -> tuple[tuple[str, ...], str]:
     return tuple(f.column for f in fields), ", ".join(_json_expression(f) for f in fields)
 
 
+def _has_tombstones(model: type[models.Model]) -> bool:
+    """A table whose deletes are rows flagged `deleted` (activities: deletes obey the ordering
+    rule, see ingest/normalizers/activity.py): such a row is served as a deleted id."""
+    return any(f.name == TOMBSTONE_FIELD for f in model._meta.concrete_fields)
+
+
+def _without_tombstone_flag(row: dict[str, Any]) -> dict[str, Any]:
+    return {column: value for column, value in row.items() if column != TOMBSTONE_FIELD}
+
+
 _ROWS_BRANCH = """(
     SELECT 1 AS kind, {index} AS tbl, sync_stamp, id, NULL::bigint AS row_id FROM {table}
     WHERE user_id = %s AND sync_stamp < %s AND (sync_stamp, id) > (%s, %s)
@@ -278,6 +293,10 @@ def _read_page(user_id: str, cursor: Cursor, tables: list[str], limit: int) -> S
             rows_positions[name] = (stamp, item_id)
 
     rows = {name: _fetch_rows(name, user_id, ids) if ids else [] for name, ids in row_ids.items()}
+    for name, fetched in rows.items():
+        if _has_tombstones(SYNC_TABLES[name]):
+            deleted[name] += [row["id"] for row in fetched if row["deleted"]]
+            rows[name] = [_without_tombstone_flag(row) for row in fetched if not row["deleted"]]
     return SyncPage(
         tables=rows,
         deleted=deleted,

@@ -1,7 +1,10 @@
 """Terra `activity` events into typed rows (pure: payload in, ParsedRows out).
 
 One `Activity` row per `data[]` item, keyed by `metadata.summary_id`. An item whose
-`metadata.upload_type` is 4 (delete) is a deletion of that summary_id, not a row.
+`metadata.upload_type` is 4 (delete) gives that summary_id's tombstone: an ordinary row, `deleted`
+and every value cleared, that the writer orders against the other copies like any row. A delete
+older than the stored copy then loses to it, and a copy older than a delete cannot bring the
+activity back (tests/ingest/test_activity_deletes.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ingest.normalizers.values import PayloadReader, data_items
 UPLOAD_TYPE_DELETE = 4
 _INT32 = 2**31 - 1
 _SUMMARY_ID_MAX = Activity._meta.get_field("summary_id").max_length or 255
+_PARSED_FIELDS = Activity.parsed_fields()
 
 
 def summary_id(reader: PayloadReader, item: dict[str, Any], index: int) -> str:
@@ -42,13 +46,18 @@ def int32(reader: PayloadReader, obj: Any, *path: str) -> int | None:
     return value
 
 
+def tombstone(key: str) -> dict[str, Any]:
+    """The row a delete leaves: its key, `deleted`, and no values."""
+    return dict.fromkeys(_PARSED_FIELDS) | {"summary_id": key, "deleted": True}
+
+
 def parse(payload: dict[str, Any]) -> ParsedRows:
     reader = PayloadReader()
     parsed = ParsedRows()
     for index, item in enumerate(data_items(payload)):
         key = summary_id(reader, item, index)
         if reader.integer(item, "metadata", "upload_type") == UPLOAD_TYPE_DELETE:
-            parsed.deletions.append((Activity, {"summary_id": key}))
+            parsed.add(Activity, tombstone(key))
             continue
         start_time = reader.required_time(item, "metadata", "start_time")
         end_time = reader.time(item, "metadata", "end_time")
@@ -80,6 +89,7 @@ def parse(payload: dict[str, Any]) -> ParsedRows:
                 "max_watts": reader.number(item, "power_data", "max_watts"),
                 "vo2max_ml_per_min_per_kg": reader.number(item, "oxygen_data", "vo2max_ml_per_min_per_kg"),
                 "device_name": reader.text(item, "device_data", "name"),
+                "deleted": False,
             },
         )
     parsed.warnings = reader.warnings

@@ -110,6 +110,8 @@ def server_rows(user_id: str) -> Mirror:
     for table, model in SYNC_TABLES.items():
         for values in model._default_manager.filter(user_id=user_id).values():
             values.pop("sync_stamp")
+            if values.pop("deleted", False):  # an activity's delete, kept as a tombstone
+                continue
             rows[(table, values["id"])] = {key: as_json(value) for key, value in values.items()}
     return rows
 

@@ -57,6 +57,7 @@ def test_the_activity_sample_gives_one_row_with_every_column() -> None:
                 "max_watts": 402.0,
                 "vo2max_ml_per_min_per_kg": 52.0,
                 "device_name": "Forerunner 965",
+                "deleted": False,
             },
         )
     ]
@@ -96,6 +97,7 @@ def test_the_odd_sample_parses_exactly() -> None:
         "max_watts": None,
         "vo2max_ml_per_min_per_kg": None,
         "device_name": "Étude — Forerunner® 965",
+        "deleted": False,
     }
     assert row["start_time"] == datetime(2026, 11, 23, 0, 15, 0, 123456, tzinfo=UTC)
     assert row["end_time"] == datetime(2026, 11, 23, 9, 11, 10, tzinfo=UTC)
@@ -179,27 +181,36 @@ def test_null_and_missing_blocks_give_nulls() -> None:
     item["heart_rate_data"] = {"summary": None}
     del item["oxygen_data"], item["active_durations_data"]
     row = only_row(payload)
-    kept = {"summary_id", "name", "activity_type", "start_time", "end_time", "duration_seconds"}
+    kept = {"summary_id", "name", "activity_type", "start_time", "end_time", "duration_seconds", "deleted"}
     assert all(row[column] is None for column in COLUMNS - kept)
     assert row["activity_type"] == 8
 
 
-def test_upload_type_4_is_a_deletion_of_that_summary_id() -> None:
+def test_upload_type_4_is_a_tombstone_row_of_that_summary_id_with_no_values() -> None:
     payload = load("activity")
     deleted = copy.deepcopy(payload["data"][0])
     deleted["metadata"] = {"summary_id": "21458870000", "upload_type": 4, "start_time": None, "type": 8}
     payload["data"].append(deleted)
     parsed = parse(payload)
-    assert [row["summary_id"] for _, row in parsed.rows] == ["21458873012"]
-    assert parsed.deletions == [(Activity, {"summary_id": "21458870000"})]
+    assert [(row["summary_id"], row["deleted"]) for _, row in parsed.rows] == [
+        ("21458873012", False),
+        ("21458870000", True),
+    ]
+    tombstone = parsed.rows[1][1]
+    assert set(tombstone) == COLUMNS
+    assert all(tombstone[column] is None for column in COLUMNS - {"summary_id", "deleted"})
+    # A tombstone is written like any row, so the ordering rule applies to it.
+    assert parsed.deletions == []
 
 
 def test_a_deletion_as_the_only_item() -> None:
     payload = load("activity")
     payload["data"][0]["metadata"]["upload_type"] = "4"
     parsed = parse(payload)
-    assert parsed.rows == []
-    assert parsed.deletions == [(Activity, {"summary_id": "21458873012"})]
+    assert [(model, row["summary_id"], row["deleted"]) for model, row in parsed.rows] == [
+        (Activity, "21458873012", True)
+    ]
+    assert parsed.deletions == []
 
 
 @pytest.mark.parametrize("summary_id", [None, "", "  ", {"id": 1}, True, "x" * 256])
