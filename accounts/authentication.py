@@ -14,7 +14,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from accounts.clerk import clerk_token_verify
+from accounts.clerk import clerk_email_remember, clerk_token_verify
 from accounts.models import User, UserErasure
 from accounts.tokens import InvalidToken, cli_token_verify
 
@@ -70,16 +70,19 @@ def user_for_token(token: str) -> tuple[User, TokenInfo]:
     # issued before it stays refused once a later sign-in has made a new account.
     last_erasure = UserErasure.objects.filter(pk=OuterRef("pk")).values("requested_at")[:1]
     user = User.objects.filter(pk=subject).annotate(erased_at=Subquery(last_erasure)).first()
+    first_sight = False
     if user is None:
         # A first sign-in, or one after an erasure.
         erased_at = UserErasure.objects.filter(pk=subject).values_list("requested_at", flat=True).first()
         if erased_at is not None and _issued_before(info.claims, erased_at):
             raise AccountErased("the account was erased")
-        user, _ = User.objects.get_or_create(id=subject)
+        user, first_sight = User.objects.get_or_create(id=subject)
     elif user.erasure_requested_at is not None and _issued_before(info.claims, user.erasure_requested_at):
         info = replace(info, erasure_pending=True)
     elif user.erased_at is not None and _issued_before(info.claims, user.erased_at):
         raise AccountErased("the account was erased")
+    if info.kind == "clerk" and not info.erasure_pending:
+        clerk_email_remember(user, info.claims, first_sight=first_sight)
     return user, info
 
 

@@ -4,6 +4,9 @@ PyJWT's own JWKS client refetches on every unknown `kid`, which would let random
 one outbound call per request; this cache refetches for an unknown kid at most once per
 CLERK_JWKS_REFETCH_SECONDS, keeps serving the keys it has while a fetch fails, and never takes
 the JWKS address from the token.
+
+A user's email comes from the session token's `email` claim when the Clerk instance adds one (its
+session token template), else, once, when the user is first seen, from Clerk's Backend API.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import logging
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from jwt.algorithms import RSAAlgorithm
 
+from accounts.models import User
 from accounts.tokens import InvalidToken
 
 logger = logging.getLogger(__name__)
@@ -89,3 +96,55 @@ def clerk_token_verify(token: str, kid: str | None) -> dict[str, Any]:
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise InvalidToken("no subject")
     return claims
+
+
+# Email ------------------------------------------------------------------------------------------------
+
+_EMAIL_MAX_LENGTH = 254  # User.email's column
+
+
+def _email(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > _EMAIL_MAX_LENGTH:
+        return None
+    try:
+        validate_email(value)
+    except ValidationError:
+        return None
+    return value
+
+
+def clerk_user_email(user_id: str) -> str | None:
+    """The primary email address of a Clerk user (`GET /users/{id}` of the Backend API); None
+    without CLERK_SECRET_KEY, when Clerk fails or is slow, or when the user has none."""
+    if not settings.CLERK_SECRET_KEY:
+        return None
+    try:
+        response = httpx.get(
+            f"{settings.CLERK_API_URL}/users/{quote(user_id, safe='')}",
+            headers={"Authorization": f"Bearer {settings.CLERK_SECRET_KEY}"},
+            timeout=settings.CLERK_API_TIMEOUT_SECONDS,
+        )
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.warning("Clerk user lookup failed, email left unset: %s", type(exc).__name__)
+        return None
+    if not isinstance(body, dict):
+        return None
+    primary = body.get("primary_email_address_id")
+    addresses = body.get("email_addresses")
+    for address in addresses if isinstance(addresses, list) else []:
+        if isinstance(address, dict) and primary is not None and address.get("id") == primary:
+            return _email(address.get("email_address"))
+    return None
+
+
+def clerk_email_remember(user: User, claims: dict[str, Any], *, first_sight: bool) -> None:
+    """Store the user's email: the token's `email` claim when present (kept current), else on the
+    user's first sight the Backend API's answer. One outbound call per new user at most."""
+    email = _email(claims.get("email"))
+    if email is None and first_sight and user.email is None:
+        email = clerk_user_email(user.pk)
+    if email is not None and email != user.email:
+        User.objects.filter(pk=user.pk).update(email=email)
+        user.email = email

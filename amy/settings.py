@@ -236,6 +236,11 @@ CLERK_JWKS_REFETCH_SECONDS = env.float("CLERK_JWKS_REFETCH_SECONDS", default=60.
 CLERK_JWKS_CACHE_SECONDS = env.float("CLERK_JWKS_CACHE_SECONDS", default=3600.0)
 # Clock skew allowed on exp/nbf of Clerk session tokens (short-lived by design).
 CLERK_LEEWAY_SECONDS = 5
+# Clerk's Backend API: a new user's email address when the session token carries no `email` claim
+# (none is looked up without the secret key).
+CLERK_SECRET_KEY = env.str("CLERK_SECRET_KEY", default="")
+CLERK_API_URL = env.str("CLERK_API_URL", default="https://api.clerk.com/v1").rstrip("/")
+CLERK_API_TIMEOUT_SECONDS = env.float("CLERK_API_TIMEOUT_SECONDS", default=2.0)
 # CORS (django-cors-headers) on the CLI API only; none allowed unless configured.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/v1/.*$"

@@ -1,4 +1,5 @@
-"""A stand-in for Clerk: RSA keys, a JWKS served over real HTTP on loopback, and session tokens."""
+"""A stand-in for Clerk: RSA keys, a JWKS served over real HTTP on loopback, and session tokens; and
+the Backend API's `GET /v1/users/{id}` for the users in `users`, to callers bearing `SECRET_KEY`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +18,18 @@ from jwt.algorithms import RSAAlgorithm
 
 ISSUER = "https://clerk.amy.example"
 AUTHORIZED_PARTY = "https://app.amy.example"
+SECRET_KEY = "sk_test_fake_clerk"  # the fake Backend API's own key
+
+
+def clerk_user(user_id: str, *emails: str, primary: int = 0) -> dict[str, Any]:
+    """A Backend API user object with these email addresses, the `primary`-th one primary."""
+    addresses = [{"id": f"idn_{n}", "email_address": email} for n, email in enumerate(emails)]
+    return {
+        "id": user_id,
+        "object": "user",
+        "primary_email_address_id": addresses[primary]["id"] if addresses else None,
+        "email_addresses": addresses,
+    }
 
 
 @dataclass
@@ -40,6 +54,10 @@ class FakeClerk:
     keys: list[SigningKey] = field(default_factory=lambda: [SigningKey("key-1")])
     fetches: int = 0
     down: bool = False
+    # The Backend API: user objects by id, and the path of each request it received.
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api_requests: list[str] = field(default_factory=list)
+    api_down: bool = False
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -47,18 +65,40 @@ class FakeClerk:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
 
+    @property
+    def api_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
     def start(self) -> None:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path.startswith("/v1/users/"):
+                    self._backend_api()
+                    return
                 fake.fetches += 1
                 if fake.down:
                     self.send_response(503)
                     self.end_headers()
                     return
-                body = json.dumps({"keys": [key.jwk() for key in fake.keys]}).encode()
-                self.send_response(200)
+                self._json(200, {"keys": [key.jwk() for key in fake.keys]})
+
+            def _backend_api(self) -> None:
+                fake.api_requests.append(self.path)
+                if fake.api_down:
+                    self._json(503, {"errors": [{"code": "unavailable"}]})
+                elif self.headers.get("authorization") != f"Bearer {SECRET_KEY}":
+                    self._json(401, {"errors": [{"code": "authentication_invalid"}]})
+                elif (user := fake.users.get(unquote(self.path.removeprefix("/v1/users/")))) is None:
+                    self._json(404, {"errors": [{"code": "resource_not_found"}]})
+                else:
+                    self._json(200, user)
+
+            def _json(self, status: int, answer: Any) -> None:
+                body = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
