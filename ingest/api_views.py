@@ -148,11 +148,13 @@ class MeApi(APIView):
 
 
 def _provider(value: Any) -> str | None:
+    """Terra's provider name, in Terra's upper case whatever case the caller used (`oura`, `Oura`)."""
     if value is None:
         return None
-    if not isinstance(value, str) or not PROVIDER_PATTERN.fullmatch(value):
-        raise invalid_field("provider", "provider must be 1-32 uppercase letters, digits or underscores (e.g. OURA).")
-    return value
+    # ASCII only before upper-casing: "ß".upper() is "SS", and no provider name has such letters.
+    if not isinstance(value, str) or not value.isascii() or not PROVIDER_PATTERN.fullmatch(value.upper()):
+        raise invalid_field("provider", "provider must be 1-32 letters, digits or underscores (e.g. OURA).")
+    return value.upper()
 
 
 def _redirect_url(value: Any) -> str | None:
@@ -179,7 +181,10 @@ class ConnectApi(APIView):
     @extend_schema_serializer(component_name="ConnectRequest")
     class InputSerializer(serializers.Serializer):
         provider = serializers.RegexField(
-            r"^[A-Z0-9_]{1,32}$", required=False, allow_null=True, help_text="Terra's provider name, e.g. OURA."
+            r"^[A-Za-z0-9_]{1,32}$",
+            required=False,
+            allow_null=True,
+            help_text="Terra's provider name in any case, e.g. OURA or oura.",
         )
         redirect_url = serializers.URLField(
             max_length=REDIRECT_URL_MAX_LENGTH,

@@ -8,6 +8,7 @@ only (query strings carry user ids).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import date
 from typing import Any
@@ -88,16 +89,23 @@ class TerraClient:
     def close(self) -> None:
         self._client.close()
 
-    def _send(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, timeout: float | None = None, deadline: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One request; TerraUnavailable / TerraRejected for anything but a 2xx/3xx answer.
 
         `timeout` overrides the client's for this call (each of connect, write, read and pool).
+        `deadline` bounds the whole exchange instead, from connecting to the answer's last byte: a
+        Terra slow in every phase, each within a timeout, still ends there.
         """
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout)
         try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
+            if deadline is None:
+                response = self._client.request(method, path, **kwargs)
+            else:
+                response = asyncio.run(self._request_within(deadline, method, path, **kwargs))
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise TerraUnavailable(f"Terra {method} {path} timed out", timed_out=True) from exc
         except httpx.TransportError as exc:
             raise TerraUnavailable(f"Terra {method} {path} unreachable: {type(exc).__name__}") from exc
@@ -110,6 +118,15 @@ class TerraClient:
         if response.status_code >= 400:
             raise TerraRejected(f"Terra {method} {path} answered {response.status_code}", response.status_code)
         return response
+
+    async def _request_within(self, deadline: float, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # httpx's timeouts are per phase; only cancelling the whole exchange keeps one deadline.
+        kwargs.setdefault("timeout", httpx.Timeout(deadline))
+        async with (
+            httpx.AsyncClient(base_url=self._client.base_url, headers=self._client.headers) as client,
+            asyncio.timeout(deadline),
+        ):
+            return await client.request(method, path, **kwargs)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """A request whose JSON answer is returned as an object (a top-level list as {"data": list})."""
@@ -133,13 +150,17 @@ class TerraClient:
             },
         )
 
-    def user_info(self, reference_id: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
+    def user_info(
+        self, reference_id: str, *, timeout: float | None = None, deadline: float | None = None
+    ) -> list[dict[str, Any]]:
         """The Terra users (one per connection) created under our `reference_id` (`GET /userInfo`).
 
         Terra answers a list for a reference id; `{"users": [...]}` is accepted too. Items that are
         not objects are dropped. Any other shape is TerraUnavailable: we cannot tell what Terra has.
         """
-        body = self._request("GET", "/userInfo", params={"reference_id": reference_id}, timeout=timeout)
+        body = self._request(
+            "GET", "/userInfo", params={"reference_id": reference_id}, timeout=timeout, deadline=deadline
+        )
         users = body.get("data", body.get("users"))
         if not isinstance(users, list):
             raise TerraUnavailable("Terra GET /userInfo answered an unexpected shape", status=200)

@@ -6,6 +6,7 @@ widget session; DELETE /auth/deauthenticateUser and any other POST/DELETE answer
 `{"status": "success"}`. Tests may set, and `reset()` restores:
 - `status` / `delay`: for every request;
 - `path_status` / `path_delay`: by path (as recorded, e.g. "/v2/userInfo"), over the above;
+- `path_body_delay`: by path, a pause between the answer's head and its body (slow in two phases);
 - `user_status`: by the `user_id` query parameter, over all the above;
 - `headers`: extra response headers (e.g. Retry-After);
 - `user_delay`: by the `user_id` query parameter, over `delay` / `path_delay` (one slow connection);
@@ -56,6 +57,7 @@ class FakeTerra:
     delay: float = 0.0
     path_status: dict[str, int] = field(default_factory=dict)
     path_delay: dict[str, float] = field(default_factory=dict)
+    path_body_delay: dict[str, float] = field(default_factory=dict)
     user_status: dict[str, int] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     user_delay: dict[str, float] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class FakeTerra:
         self.requests.clear()
         self.status, self.delay = 200, 0.0
         self.path_status, self.path_delay, self.user_status, self.headers = {}, {}, {}, {}
+        self.path_body_delay = {}
         self.user_delay, self.path_script, self.status_headers = {}, {}, {}
         self.user_info = None
         self.widget_session = dict(DEFAULT_WIDGET_SESSION)
@@ -137,6 +140,9 @@ class FakeTerra:
                     for name, value in {**fake.headers, **fake.status_headers.get(status, {})}.items():
                         self.send_header(name, value)
                     self.end_headers()
+                    if pause := fake.path_body_delay.get(request.path):
+                        self.wfile.flush()
+                        time.sleep(pause)
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)

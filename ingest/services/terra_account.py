@@ -48,7 +48,8 @@ REFRESH_INTERVAL_SECONDS = 300
 # ... and a failed refresh is tried again after this long (meanwhile `connections_stale` is true
 # without another call, so a Terra outage costs one slow /v1/me per user per minute, not each one).
 REFRESH_RETRY_SECONDS = 60
-# The refresh's time budget: the timeout of each phase of the single call (connect, send, read).
+# The refresh's time budget: one deadline for the whole call, from connecting to the last byte of
+# Terra's answer (not a timeout per phase, which a slow Terra could spend one after another).
 REFRESH_BUDGET_SECONDS = 2.0
 
 _REFRESH_PENDING, _REFRESH_FRESH, _REFRESH_FAILED = "pending", "fresh", "failed"
@@ -112,7 +113,7 @@ def connections_refresh_if_due(*, user: User, client: TerraClient | None = None)
         return True
     try:
         with client or TerraClient(timeout=REFRESH_BUDGET_SECONDS) as terra:
-            terra_users = terra.user_info(user.pk, timeout=REFRESH_BUDGET_SECONDS)
+            terra_users = terra.user_info(user.pk, deadline=REFRESH_BUDGET_SECONDS)
         changed = connections_apply_terra_users(user=user, terra_users=terra_users)
     except TerraError as exc:
         logger.warning("connections refresh from Terra failed: %s", exc)

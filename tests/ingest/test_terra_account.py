@@ -211,6 +211,24 @@ def test_a_slow_terra_is_stale_and_the_answer_stays_within_the_budget(api: Api, 
     assert elapsed < 6  # the 2 s budget plus generous slack; the fake would take 8 s
 
 
+def test_the_refresh_has_one_deadline_for_the_whole_call_not_one_per_phase(
+    api: Api, user: User, terra: FakeTerra
+) -> None:
+    # given: Terra answers its head after 1.5 s and its body 1.5 s later: each phase within 2 s,
+    # the whole call past them
+    stored = connection(user, "t1")
+    terra.user_info = [{"user_id": "t1", "provider": "OURA", "reference_id": USER_ID, "active": False}]
+    terra.path_delay["/v2/userInfo"] = 1.5
+    terra.path_body_delay["/v2/userInfo"] = 1.5
+    # when
+    response = api.me()
+    # then: the refresh was abandoned at its deadline; the stored connection is served as it was
+    assert response.status_code == 200
+    assert response.json()["connections_stale"] is True
+    stored.refresh_from_db()
+    assert stored.status == ConnectionStatus.ACTIVE
+
+
 def test_without_terra_credentials_me_does_not_refresh(api: Api, user: User, terra: FakeTerra, settings) -> None:
     settings.TERRA_API_CONFIGURED = False
     assert api.me().json()["connections_stale"] is False
@@ -256,6 +274,14 @@ def test_connect_answers_terras_widget_session_for_the_user(api: Api, user: User
     assert (request.headers["dev-id"], request.headers["x-api-key"]) == ("test-dev-id", "test-api-key")
 
 
+@pytest.mark.parametrize("given", ["oura", "Oura", "OURA", "oUrA"])
+def test_connect_accepts_a_provider_name_in_any_case_and_sends_terra_its_upper_case(
+    api: Api, user: User, terra: FakeTerra, given: str
+) -> None:
+    assert api.connect({"provider": given}).status_code == 200
+    assert terra.requests[0].json == {"reference_id": USER_ID, "providers": "OURA"}
+
+
 @pytest.mark.parametrize("raw", ["", "{}", '{"provider": null, "redirect_url": null}'])
 def test_connect_without_options_asks_for_every_provider(api: Api, user: User, terra: FakeTerra, raw: str) -> None:
     assert api.connect(raw=raw).status_code == 200
@@ -270,8 +296,8 @@ def test_connect_accepts_http_for_loopback_redirects(api: Api, user: User, terra
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"provider": "oura"}, "provider"),
         ({"provider": ""}, "provider"),
+        ({"provider": "stra\u00dfe"}, "provider"),
         ({"provider": "OU-RA"}, "provider"),
         ({"provider": "A" * 33}, "provider"),
         ({"provider": 7}, "provider"),
