@@ -272,6 +272,9 @@ AMY_FILES_ROOT = env.str("AMY_FILES_ROOT", default=str(BASE_DIR / "var" / "files
 AMY_LAB_MAX_BYTES = 10 * 1024 * 1024
 AMY_IMPORT_MAX_BYTES = 50 * 1024 * 1024
 AMY_IMPORT_BATCH_SIZE = env.int("AMY_IMPORT_BATCH_SIZE", default=500)
+# Per user and UTC day (ingest/quotas.py): past them, 429 until midnight UTC.
+AMY_LAB_UPLOADS_PER_DAY = env.int("AMY_LAB_UPLOADS_PER_DAY", default=50)
+AMY_IMPORTS_PER_DAY = env.int("AMY_IMPORTS_PER_DAY", default=20)
 if AMY_LAB_BUCKET:
     _sse = env.str("AWS_S3_SERVER_SIDE_ENCRYPTION", default="AES256")
     UPLOADS_STORAGE = {

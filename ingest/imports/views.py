@@ -29,6 +29,7 @@ from accounts.models import User
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
 from ingest.imports.services import ImportSpool, ImportStorageUnavailable, ImportTooLarge, import_job_create
 from ingest.models import ImportJob
+from ingest.quotas import IMPORTS, daily_quota_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,10 @@ class ImportCreateApi(APIView):
         responses={
             202: OutputSerializer,
             413: _error_response("`payload_too_large`: the upload is over 50 MB."),
+            429: _error_response(
+                "`rate_limit_exceeded`: the daily quota of imports (`details.quota` = `imports_per_day`, "
+                "`limit`, `used`, `resets_at`) is used up; `Retry-After` is the seconds to midnight UTC."
+            ),
             503: _error_response(
                 "`upstream_unavailable`: the file store is not answering; `unavailable`: our database is not answering."
             ),
@@ -218,6 +223,9 @@ class ImportCreateApi(APIView):
     )
     def post(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
+        refusal = daily_quota_refusal(IMPORTS, user=user)
+        if refusal is not None:
+            return refusal
         django_request: HttpRequest = request._request
         media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         spool = ImportSpool(settings.AMY_IMPORT_MAX_BYTES)

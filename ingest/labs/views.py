@@ -51,6 +51,7 @@ from ingest.labs.upload import (
     download_filename,
 )
 from ingest.models import Biomarker, LabUpload
+from ingest.quotas import LAB_UPLOADS, daily_quota_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,10 @@ class LabUploadApi(APIView):
         responses={
             202: OutputSerializer,
             413: _error_response("`payload_too_large`: the file is over 10 MB."),
+            429: _error_response(
+                "`rate_limit_exceeded`: the daily quota of uploads (`details.quota` = `lab_uploads_per_day`, "
+                "`limit`, `used`, `resets_at`) is used up; `Retry-After` is the seconds to midnight UTC."
+            ),
             503: _error_response(
                 "`upstream_unavailable`: the file store is not answering; `unavailable`: our database is not answering."
             ),
@@ -204,6 +209,9 @@ class LabUploadApi(APIView):
     @extend_schema(operation_id="labs_upload", **upload_schema)
     def post(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
+        refusal = daily_quota_refusal(LAB_UPLOADS, user=user)
+        if refusal is not None:
+            return refusal
         media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         if media_type != "multipart/form-data":
             raise ApiError(
