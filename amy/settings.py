@@ -196,9 +196,13 @@ AMY_BACKFILL_DAYS = 28
 # A long import stops at a batch boundary after this long and queues its continuation.
 AMY_IMPORT_SLICE_SECONDS = env.float("AMY_IMPORT_SLICE_SECONDS", default=AMY_TASK_TIME_LIMIT / 2)
 
-if AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
-    # A countdown longer than the visibility timeout makes Redis redeliver the message while it waits.
-    raise ImproperlyConfigured("AMY_VISIBILITY_TIMEOUT must exceed AMY_RETRY_MAX_SECONDS + AMY_TASK_TIME_LIMIT")
+# A worker holds a retry unacknowledged while its countdown runs (up to AMY_RETRY_MAX_SECONDS plus
+# the 20 % jitter) and then while the task runs: past the visibility timeout Redis hands the message
+# out again and both copies run. Longer waits hop (ingest/terra_task.py).
+if AMY_RETRY_MAX_SECONDS * 1.2 + AMY_TASK_TIME_LIMIT >= AMY_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        "AMY_VISIBILITY_TIMEOUT must exceed AMY_RETRY_MAX_SECONDS * 1.2 (its jitter) + AMY_TASK_TIME_LIMIT"
+    )
 
 # API, AUTH (read here so production fails loudly at start; used by the accounts app)
 # ------------------------------------------------------------------------------

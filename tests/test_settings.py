@@ -42,6 +42,14 @@ def test_production_refuses_to_start_without_each_secret() -> None:
         assert f"ENVIRONMENT=production needs these settings, which are not set: {name}." in result.stderr, name
 
 
+def test_a_retry_countdown_whose_jitter_outlives_the_visibility_timeout_is_refused() -> None:
+    # 600 s + 300 s fits in 1000 s, but a retry of 600 s may wait 720 s with its +20 % jitter.
+    env = {"AMY_VISIBILITY_TIMEOUT": "1000", "AMY_RETRY_MAX_SECONDS": "600", "AMY_TASK_TIME_LIMIT": "300"}
+    result = check({"ENVIRONMENT": "development", **env})
+    assert result.returncode != 0
+    assert "AMY_VISIBILITY_TIMEOUT must exceed" in result.stderr
+
+
 def test_a_retry_countdown_longer_than_the_visibility_timeout_is_refused() -> None:
     result = check({"ENVIRONMENT": "development", "AMY_VISIBILITY_TIMEOUT": "600", "AMY_RETRY_MAX_SECONDS": "600"})
     assert result.returncode != 0
