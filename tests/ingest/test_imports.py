@@ -11,13 +11,14 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from django.core.files.storage import storages
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -939,3 +940,32 @@ def test_a_file_the_store_would_not_delete_is_deleted_by_the_drain_later(
     job.refresh_from_db()
     assert job.storage_key == ""
     assert not storages["uploads"].exists(key)
+
+
+# The daily quota ----------------------------------------------------------------------------------
+
+
+def test_imports_past_the_daily_quota_are_429_until_midnight_utc_and_replays_do_not_count(
+    user_a: User, user_b: User, upload_dir: Path, published: Published, settings: Any
+) -> None:
+    settings.AMY_IMPORTS_PER_DAY = 1
+    client = APIClient()
+    key = f"import-{uuid.uuid4()}"
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {cli_token_issue(user=user_a).token}")
+    body = json.dumps([daily_body("t-quota", date(2026, 2, 2), 5)]).encode()
+    first = client.generic("POST", "/v1/import", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+    replay = client.generic("POST", "/v1/import", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+    assert (first.status_code, replay.status_code, replay["Idempotent-Replayed"]) == (202, 202, "true")
+
+    refused = post_body(client, body)
+
+    assert refused.status_code == 429
+    assert error_code(refused) == "rate_limit_exceeded"
+    details = refused.json()["error"]["details"]
+    assert (details["quota"], details["limit"], details["used"]) == ("imports_per_day", 1, 1)
+    tomorrow = timezone.now().date() + timedelta(days=1)
+    midnight = timezone.datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
+    assert abs(int(refused["Retry-After"]) - (midnight - timezone.now()).total_seconds()) <= 5
+    assert details["resets_at"] == midnight.isoformat()
+    assert ImportJob.objects.filter(user=user_a).count() == 1
+    assert post_body(client_for(user_b), body).status_code == 202  # another user's quota is their own

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -910,3 +910,48 @@ def test_uploads_left_waiting_are_queued_again(user: User, queued: list[dict[str
     # then
     assert count == 1
     assert [sent["kwargs"]["lab_upload_id"] for sent in queued] == [waiting.pk]
+
+
+# The daily quota ----------------------------------------------------------------------------------
+
+
+def seconds_to_utc_midnight() -> float:
+    now = datetime.now(UTC)
+    return (datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC) - now).total_seconds()
+
+
+def test_uploads_past_the_daily_quota_are_429_until_midnight_utc_and_replays_do_not_count(
+    api: Api, api_b: Api, s3: Any, settings: Any
+) -> None:
+    settings.AMY_LAB_UPLOADS_PER_DAY = 2
+    # yesterday's uploads do not count
+    LabUpload.objects.create(user_id=USER_A, created_at=timezone.now() - timedelta(days=1))
+    key = f"lab-{uuid.uuid4()}"
+    first = api.client.post(
+        "/v1/labs",
+        {"file": SimpleUploadedFile("a.pdf", lab_files.pdf())},
+        headers={**api.headers, "Idempotency-Key": key},
+    )
+    assert first.status_code == 202
+    assert api.upload(lab_files.png()).status_code == 202
+    # a replay of the first upload is answered before the view: not refused, and not counted
+    replay = api.client.post(
+        "/v1/labs",
+        {"file": SimpleUploadedFile("a.pdf", lab_files.pdf())},
+        headers={**api.headers, "Idempotency-Key": key},
+    )
+    assert (replay.status_code, replay["Idempotent-Replayed"]) == (202, "true")
+
+    refused = api.upload(lab_files.pdf())
+
+    assert refused.status_code == 429
+    error = error_of(refused)
+    assert error["code"] == "rate_limit_exceeded"
+    assert {k: v for k, v in error["details"].items() if k != "resets_at"} == {
+        "quota": "lab_uploads_per_day",
+        "limit": 2,
+        "used": 2,
+    }
+    assert abs(int(refused["Retry-After"]) - seconds_to_utc_midnight()) <= 5
+    assert LabUpload.objects.filter(user_id=USER_A).count() == 3
+    assert api_b.upload(lab_files.pdf()).status_code == 202  # another user's quota is their own
