@@ -99,12 +99,13 @@ with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as co
 PY
 }
 
-# The console's browser test drives Debian's chromium through its chromedriver: selenium-manager
-# must never download a browser at test time, so both come from apt, once per machine.
-ensure_chromium() {
-    local chromium=/usr/bin/chromium driver=/usr/bin/chromedriver packages=(chromium chromium-driver)
-    if [ -x "$chromium" ] && [ -x "$driver" ]; then return; fi
-    local why="the console's browser test needs $chromium and $driver: install the Debian packages ${packages[*]}"
+# Debian packages the tests need, installed from apt once per machine (never downloaded at test
+# time): ensure_apt_binaries "<what needs them>" "<package> ..." <binary>...
+ensure_apt_binaries() {
+    local why_for="$1" packages=($2) binaries=("${@:3}") missing=0 binary
+    for binary in "${binaries[@]}"; do [ -x "$binary" ] || missing=1; done
+    if [ "$missing" -eq 0 ]; then return; fi
+    local why="$why_for needs ${binaries[*]}: install the Debian packages ${packages[*]}"
     command -v apt-get >/dev/null || die "$why (apt-get is not available here)."
     local as_root=()
     if [ "$(id -u)" -ne 0 ]; then
@@ -125,5 +126,16 @@ ensure_chromium() {
         fi
     fi
     rm -f "$log"
-    [ -x "$chromium" ] && [ -x "$driver" ] || die "$why (installed, but the binaries are missing)."
+    for binary in "${binaries[@]}"; do [ -x "$binary" ] || die "$why (installed, but $binary is missing)."; done
+}
+
+# The console's browser test drives Debian's chromium through its chromedriver: selenium-manager
+# must never download a browser at test time.
+ensure_chromium() {
+    ensure_apt_binaries "the console's browser test" "chromium chromium-driver" /usr/bin/chromium /usr/bin/chromedriver
+}
+
+# The alert rules' unit tests run promtool, and a test scrapes the live stack with a real Prometheus.
+ensure_prometheus() {
+    ensure_apt_binaries "the alert rules' tests" "prometheus" /usr/bin/prometheus /usr/bin/promtool
 }
