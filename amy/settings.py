@@ -352,6 +352,10 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("AMY_WORKER_MAX_TASKS_PER_CHILD", de
 # Broken connections are still closed after each task (amy/celery.py).
 CELERY_DB_REUSE_MAX = CELERY_WORKER_MAX_TASKS_PER_CHILD
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
+# Pixels of a HEIC lab photo the worker converts to JPEG (ingest/labs/heic.py): decoding takes
+# memory per pixel, so the default keeps a pool child's own footprint plus one conversion under
+# the cap above (measured in docs/performance.md, "HEIC conversion memory"). Larger: 413 at upload.
+AMY_HEIC_MAX_PIXELS = env.int("AMY_HEIC_MAX_PIXELS", default=16_000_000)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays in charge
 CELERY_TASK_DEFAULT_QUEUE = "amy"
 CELERY_TASK_ROUTES = {"ingest.normalize_raw_event": {"queue": "terra-events"}}

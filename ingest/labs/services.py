@@ -15,7 +15,6 @@ session-level advisory lock keeps two deliveries of the task from sending the sa
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import secrets
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from django.utils import timezone
 from accounts.models import User
 from amy.celery import app as celery_app
 from ingest.classify import LAB_REPORT
+from ingest.labs import heic
 from ingest.labs.sniff import HEIC, JPEG, KINDS_BY_CONTENT_TYPE, FileKind
 from ingest.labs.upload import LabFile
 from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEvent, RawEventState
@@ -47,10 +47,6 @@ logger = logging.getLogger(__name__)
 
 SUBMIT_TASK = "ingest.lab_upload_submit"
 SUBMIT_QUEUE = "amy"
-# Above any phone camera (48 MP), well below what would exhaust a worker: a HEIC declaring more
-# is refused before it is decoded (a decompression bomb is small on disk and huge in memory).
-HEIC_MAX_PIXELS = 50_000_000
-JPEG_QUALITY = 90
 _SAFE_KEY_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -277,25 +273,12 @@ def read_stored(storage_key: str) -> bytes:
 
 
 def heic_to_jpeg(content: bytes) -> bytes:
-    """A HEIC image re-encoded as JPEG (8-bit RGB, no metadata). LabFileUnreadable when it cannot
-    be decoded or declares more than HEIC_MAX_PIXELS pixels."""
-    import pillow_heif
-    from PIL import Image
-
-    pillow_heif.register_heif_opener()
+    """A HEIC image as JPEG (ingest/labs/heic.py). LabFileUnreadable when it cannot be decoded or
+    has more pixels than AMY_HEIC_MAX_PIXELS (checked from its header, before decoding)."""
     try:
-        with Image.open(io.BytesIO(content), formats=["HEIF"]) as image:
-            width, height = image.size
-            if width * height > HEIC_MAX_PIXELS:
-                raise LabFileUnreadable(f"The image is too large to process ({width}x{height} pixels).")
-            rgb = image.convert("RGB")
-        out = io.BytesIO()
-        rgb.save(out, format="JPEG", quality=JPEG_QUALITY)
-    except LabFileUnreadable:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise LabFileUnreadable("The HEIC image could not be read.") from exc
-    return out.getvalue()
+        return heic.heic_to_jpeg(content)
+    except (heic.HeicTooLarge, heic.HeicUnreadable) as exc:
+        raise LabFileUnreadable(str(exc)) from exc
 
 
 def _lock_name(lab_upload_id: int) -> str:

@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
+from ingest.labs.heic import HeicTooLarge, heic_upload_check
 from ingest.labs.services import (
     LabFileUnreadable,
     LabStorageUnavailable,
@@ -42,7 +43,7 @@ from ingest.labs.services import (
     lab_upload_get,
     lab_upload_list,
 )
-from ingest.labs.sniff import KINDS_BY_CONTENT_TYPE, sniff
+from ingest.labs.sniff import HEIC, KINDS_BY_CONTENT_TYPE, sniff
 from ingest.labs.upload import (
     FIELD,
     LabFileUploadHandler,
@@ -188,7 +189,10 @@ class LabUploadApi(APIView):
         request={"multipart/form-data": InputSerializer},
         responses={
             202: OutputSerializer,
-            413: _error_response("`payload_too_large`: the file is over 10 MB."),
+            413: _error_response(
+                "`payload_too_large`: the file is over 10 MB, or a HEIC image has more pixels than the server "
+                "converts (`details.max_pixels`)."
+            ),
             429: _error_response(
                 "`rate_limit_exceeded`: the daily quota of uploads (`details.quota` = `lab_uploads_per_day`, "
                 "`limit`, `used`, `resets_at`) is used up; `Retry-After` is the seconds to midnight UTC."
@@ -241,6 +245,12 @@ class LabUploadApi(APIView):
         kind = sniff(file.head) if file.size else None
         if kind is None:
             raise ApiError(f"The file is empty or not a {ACCEPTED}.", code=INVALID_FILE_TYPE, details={"field": FIELD})
+        if kind == HEIC:
+            try:
+                heic_upload_check(file)
+            except HeicTooLarge as exc:
+                details = {"field": FIELD, "max_pixels": exc.max_pixels}
+                raise ApiError(str(exc), code=ErrorCode.PAYLOAD_TOO_LARGE, status=413, details=details) from None
         try:
             lab_upload = lab_upload_create(
                 user=user,
