@@ -35,7 +35,7 @@ from ingest.models import RawEvent
 
 GROUP_ROWS_SHOWN = 200
 CONFIRM_ROWS_SHOWN = 100
-DRY_RUN_EVENTS = 10
+DRY_RUN_EVENTS = 5
 _CHART_WIDTH, _CHART_HEIGHT = 600, 60
 _ROW_FIELDS = (
     "id",
