@@ -52,8 +52,6 @@ from amy.errors import ErrorCode, error_response
 logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
-TTL_SECONDS = 24 * 3600
-IN_PROGRESS_SECONDS = 15 * 60
 _VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _READ_BYTES = 256 * 1024
 _SPOOL_IN_MEMORY_BYTES = 1024 * 1024
@@ -300,8 +298,8 @@ def _claim(user_id: str, key: str, fingerprint: str, claim: uuid.UUID) -> bool:
     """Take the key for this request: a new key, an expired one, or one whose request died
     (its claim lapsed unanswered). One statement, so two racing requests cannot both take it."""
     now = timezone.now()
-    in_progress = getattr(settings, "AMY_IDEMPOTENCY_IN_PROGRESS_SECONDS", IN_PROGRESS_SECONDS)
-    ttl = getattr(settings, "AMY_IDEMPOTENCY_SECONDS", TTL_SECONDS)
+    in_progress = settings.AMY_IDEMPOTENCY_IN_PROGRESS_SECONDS
+    ttl = settings.AMY_IDEMPOTENCY_SECONDS
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO idempotency_keys"

@@ -31,7 +31,7 @@ class ApiUserRateThrottle(FailOpenMixin, UserRateThrottle):
     """Per user, AMY_USER_RATE_PER_MINUTE (600) requests a minute on /v1/*."""
 
     def get_rate(self) -> str:
-        return f"{getattr(settings, 'AMY_USER_RATE_PER_MINUTE', 600)}/min"
+        return f"{settings.AMY_USER_RATE_PER_MINUTE}/min"
 
 
 class AuthRateThrottle(FailOpenMixin, SimpleRateThrottle):
@@ -41,7 +41,7 @@ class AuthRateThrottle(FailOpenMixin, SimpleRateThrottle):
     """
 
     def get_rate(self) -> str:
-        return f"{getattr(settings, 'AMY_AUTH_RATE_PER_MINUTE', 30)}/min"
+        return f"{settings.AMY_AUTH_RATE_PER_MINUTE}/min"
 
     def get_ident(self, request: Request) -> str:
         if api_settings.NUM_PROXIES is None:

@@ -187,12 +187,12 @@ class MetricsView(AdminApiView):
     """`GET /metrics`: the admin or read key, unless settings.AMY_METRICS_PUBLIC."""
 
     def get_authenticators(self) -> list[Any]:
-        if getattr(settings, "AMY_METRICS_PUBLIC", False):
+        if settings.AMY_METRICS_PUBLIC:
             return []
         return [MetricsKeyAuthentication()]
 
     def get_permissions(self) -> list[Any]:
-        if getattr(settings, "AMY_METRICS_PUBLIC", False):
+        if settings.AMY_METRICS_PUBLIC:
             return []
         return super().get_permissions()
 

@@ -18,7 +18,7 @@ _DELETE_BATCH = 10_000
 
 def traces_prune(*, older_than_days: int | None = None) -> int:
     """Delete trace rows older than the retention age, in batches; return how many went."""
-    days = older_than_days if older_than_days is not None else getattr(settings, "AMY_TRACE_RETENTION_DAYS", 14)
+    days = older_than_days if older_than_days is not None else settings.AMY_TRACE_RETENTION_DAYS
     cutoff = timezone.now() - timedelta(days=days)
     deleted = 0
     while True:

@@ -105,7 +105,7 @@ class TraceDatabaseHandler(logging.Handler):
                 return
             from django.conf import settings
 
-            if not getattr(settings, "AMY_TRACING", True):
+            if not settings.AMY_TRACING:
                 return
             self.submit(
                 (

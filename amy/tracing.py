@@ -34,7 +34,7 @@ _ID_FIELDS = ("request_id", "user_id", "terra_user_id", "raw_event_id")
 
 
 def _enabled() -> bool:
-    return bool(getattr(settings, "AMY_TRACING", True))
+    return bool(settings.AMY_TRACING)
 
 
 # Key -> may it be recorded; the same few keys come back on every request, so the pattern runs

@@ -1,24 +1,10 @@
-"""Install the daily prune_traces schedule (`30 3 * * *` UTC, queue `amy`)."""
+"""Once installed the Beat schedule of the trace pruning; a no-op now, kept for the migration graph.
+
+The schedule is declared once, in CELERY_BEAT_SCHEDULE (amy/settings.py), and Beat's database
+scheduler writes it into its tables when it starts.
+"""
 
 from django.db import migrations
-
-NAME = "prune_traces"
-
-
-def install(apps, schema_editor):
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    crontab, _ = CrontabSchedule.objects.get_or_create(
-        minute="30", hour="3", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
-    )
-    PeriodicTask.objects.update_or_create(
-        name=NAME, defaults={"task": "admin_ops.prune_traces", "queue": "amy", "crontab": crontab, "enabled": True}
-    )
-
-
-def uninstall(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name=NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -27,4 +13,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(install, uninstall)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

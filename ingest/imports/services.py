@@ -90,7 +90,6 @@ logger = logging.getLogger(__name__)
 
 IMPORT_TASK = "ingest.import_job_run"
 IMPORT_QUEUE = "amy"
-DEFAULT_BATCH_SIZE = 500
 UNFINISHED = (ImportJobStatus.PENDING, ImportJobStatus.PROCESSING)
 ENDED = (ImportJobStatus.COMPLETED, ImportJobStatus.FAILED)
 
@@ -116,12 +115,11 @@ class ImportStorageUnavailable(Exception):
 
 
 def batch_size_setting() -> int:
-    return max(1, int(getattr(settings, "AMY_IMPORT_BATCH_SIZE", DEFAULT_BATCH_SIZE)))
+    return max(1, int(settings.AMY_IMPORT_BATCH_SIZE))
 
 
 def slice_seconds_setting() -> float:
-    configured = getattr(settings, "AMY_IMPORT_SLICE_SECONDS", None)
-    return float(configured) if configured else max(1.0, settings.AMY_TASK_TIME_LIMIT / 2)
+    return float(settings.AMY_IMPORT_SLICE_SECONDS)
 
 
 # The upload ---------------------------------------------------------------------------------------

@@ -1,28 +1,10 @@
-"""Install the Beat schedules so that a fresh database has them."""
+"""Once installed the Beat schedule of the drain; a no-op now, kept for the migration graph.
+
+The schedule is declared once, in CELERY_BEAT_SCHEDULE (amy/settings.py), and Beat's database
+scheduler writes it into its tables when it starts.
+"""
 
 from django.db import migrations
-
-SCHEDULES = [
-    # name, task, queue, crontab (minute, hour)
-    ("drain_stuck_events", "ingest.drain_stuck_events", "amy", ("*/5", "*")),
-]
-
-
-def install(apps, schema_editor):
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, queue, (minute, hour) in SCHEDULES:
-        crontab, _ = CrontabSchedule.objects.get_or_create(
-            minute=minute, hour=hour, day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
-        )
-        PeriodicTask.objects.update_or_create(
-            name=name, defaults={"task": task, "queue": queue, "crontab": crontab, "enabled": True}
-        )
-
-
-def uninstall(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for name, *_ in SCHEDULES]).delete()
 
 
 class Migration(migrations.Migration):
@@ -31,4 +13,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(install, uninstall)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

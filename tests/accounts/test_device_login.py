@@ -478,11 +478,10 @@ def test_a_forwarded_for_header_does_not_dodge_the_limit(api: Client, settings) 
 
 
 def test_the_purge_of_expired_logins_runs_daily_on_beat() -> None:
-    from django_celery_beat.models import PeriodicTask
-
     from accounts.tasks import purge_expired_device_logins
+    from tests.beat import installed_beat_task
 
-    task = PeriodicTask.objects.get(name="purge_expired_device_logins")
+    task = installed_beat_task("purge_expired_device_logins")
     assert (task.task, task.queue, task.enabled) == ("accounts.purge_expired_device_logins", "amy", True)
     assert (task.crontab.minute, task.crontab.hour) == ("0", "4")
     assert purge_expired_device_logins.name == task.task

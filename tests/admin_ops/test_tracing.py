@@ -346,8 +346,8 @@ def test_prune_removes_old_rows_only(settings: pytest.FixtureRequest) -> None:
 
 
 def test_the_prune_schedule_is_installed_daily_on_the_amy_queue() -> None:
-    from django_celery_beat.models import PeriodicTask
+    from tests.beat import installed_beat_task
 
-    task = PeriodicTask.objects.get(name="prune_traces")
+    task = installed_beat_task("prune_traces")
     assert (task.task, task.queue, task.enabled) == ("admin_ops.prune_traces", "amy", True)
     assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_month) == ("30", "3", "*")

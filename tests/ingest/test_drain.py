@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from ingest.models import RawEvent, RawEventState
 from ingest.services.drain import raw_event_list_stuck, raw_events_drain
+from tests.beat import installed_beat_task
 from tests.queues import queued_messages, queued_task_kwargs
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +112,7 @@ def test_a_drain_with_nothing_stuck_publishes_nothing(redis_client) -> None:
     assert redis_client.llen("terra-events") == 0
 
 
-def test_a_fresh_database_has_the_drain_scheduled_every_five_minutes() -> None:
-    task = PeriodicTask.objects.get(name="drain_stuck_events")
+def test_beat_schedules_the_drain_every_five_minutes() -> None:
+    task = installed_beat_task("drain_stuck_events")
     assert (task.task, task.queue, task.enabled) == ("ingest.drain_stuck_events", "amy", True)
     assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("*/5", "*", "UTC")

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from accounts.models import User
 from ingest.models import ConnectionStatus, TerraConnection
 from ingest.services.reconcile import RECONCILE_RATE_LIMIT_STREAK, reconcile_recent
 from ingest.tasks import reconcile_recent_task
+from tests.beat import installed_beat_task
 from tests.fake_terra import FakeTerra
 
 pytestmark = pytest.mark.django_db
@@ -153,8 +153,8 @@ def test_the_task_returns_the_summary(terra: FakeTerra) -> None:
     assert (summary["connections"], summary["requested"]) == (1, 1)
 
 
-def test_the_nightly_schedule_is_installed_by_the_migrations() -> None:
-    task = PeriodicTask.objects.get(name="reconcile_recent")
+def test_beat_schedules_the_reconcile_nightly() -> None:
+    task = installed_beat_task("reconcile_recent")
     assert (task.task, task.queue, task.enabled) == ("ingest.reconcile_recent", "amy", True)
     crontab = task.crontab
     assert (crontab.minute, crontab.hour, crontab.day_of_week, crontab.day_of_month, crontab.month_of_year) == (
