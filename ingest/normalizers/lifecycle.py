@@ -77,12 +77,18 @@ def user_reauth(context: EventContext) -> Outcome:
     return outcome
 
 
+def _no_connection(context: EventContext) -> Outcome:
+    if erased_user_event(raw_event_id=context.raw_event_id, user_id=context.reference_id):
+        return skipped(USER_ERASED)
+    return skipped("no_connection")
+
+
 def _status_change(status: ConnectionStatus) -> Normalizer:
     def normalize(context: EventContext) -> Outcome:
         connection = TerraConnection.objects.select_for_update().filter(terra_user_id=context.terra_user_id).first()
         if connection is None:
             # Nothing to change; replaying a stale status change after a later auth would be wrong.
-            return skipped("no_connection")
+            return _no_connection(context)
         connection_set_status(connection=connection, status=status)
         return processed(user_id=connection.user_id)
 
@@ -92,7 +98,7 @@ def _status_change(status: ConnectionStatus) -> Normalizer:
 def permission_change(context: EventContext) -> Outcome:
     connection = TerraConnection.objects.select_for_update().filter(terra_user_id=context.terra_user_id).first()
     if connection is None:
-        return skipped("no_connection")
+        return _no_connection(context)
     # user.scopes is the whole current set; scopes_added/removed only describe the change.
     connection.scopes = _scopes(context.payload.get("user"))
     connection.last_webhook_at = timezone.now()

@@ -246,7 +246,7 @@ def late(name: str, **changes: object) -> bytes:
     return body_of(payload)
 
 
-@pytest.mark.parametrize("name", ["auth_success", "user_reauth", "daily"])
+@pytest.mark.parametrize("name", ["auth_success", "user_reauth", "daily", "sleep", "deauth", "permission_change"])
 def test_a_late_webhook_naming_an_erased_user_is_skipped_and_creates_nothing(
     user: User, redis_client, name: str
 ) -> None:
