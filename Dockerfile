@@ -1,5 +1,5 @@
 # One image for web, worker and beat; docker-compose.yml picks the command.
-FROM python:3.13-slim
+FROM python:3.13.1-slim-bookworm
 
 # Production unless the deployment names development: the image refuses to start until its
 # secrets are set (see .env.example); docker-compose.yml names development for a local stack.
