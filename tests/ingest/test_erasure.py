@@ -278,7 +278,11 @@ def test_once_a_new_account_exists_its_auth_connects_it(user: User, redis_client
     row = deliver(late("auth_success"))
 
     assert row.state == RawEventState.PROCESSED
-    assert TerraConnection.objects.filter(user_id=USER_ID).count() == 1
+    connected = TerraConnection.objects.get(user_id=USER_ID)
+    # the backfill is asked for here (what the erased user's late auth must not do)
+    assert queued_task_kwargs(redis_client, "amy") == [
+        {"connection_id": connected.pk, "days": django_settings.AMY_BACKFILL_DAYS}
+    ]
 
 
 def test_a_token_issued_before_the_erasure_is_refused_after_a_new_sign_in(client: Client, user: User) -> None:
