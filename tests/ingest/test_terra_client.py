@@ -19,10 +19,9 @@ DAY = date(2026, 11, 24)
 
 @pytest.fixture
 def terra(fake_terra: FakeTerra) -> Iterator[FakeTerra]:
-    fake_terra.requests.clear()
-    fake_terra.status, fake_terra.delay = 200, 0.0
+    fake_terra.reset()
     yield fake_terra
-    fake_terra.status, fake_terra.delay = 200, 0.0
+    fake_terra.reset()
 
 
 def client(terra: FakeTerra, timeout: float = 2) -> TerraClient:
@@ -71,6 +70,32 @@ def test_an_unreachable_terra_is_transient() -> None:
     terra_client = TerraClient(base_url="http://127.0.0.1:1", dev_id="d", api_key="k", timeout=1)
     with terra_client, pytest.raises(TerraUnavailable):
         terra_client.request_backfill(data_type="sleep", terra_user_id="t1", start=DAY, end=DAY)
+
+
+def test_a_deadline_bounds_the_whole_call_when_each_phase_is_within_the_timeout(terra: FakeTerra) -> None:
+    # given: the answer's head after 0.6 s and its body 0.6 s later; each phase within 1 s
+    terra.user_info = [{"user_id": "t1"}]
+    terra.path_delay["/v2/userInfo"] = 0.6
+    terra.path_body_delay["/v2/userInfo"] = 0.6
+    # then: a 1 s timeout per phase lets it through, a 1 s deadline does not
+    with client(terra, timeout=1) as terra_client:
+        assert terra_client.user_info("user_1", timeout=1) == [{"user_id": "t1"}]
+        with pytest.raises(TerraUnavailable) as caught:
+            terra_client.user_info("user_1", deadline=1)
+    assert caught.value.timed_out
+
+
+def test_within_its_deadline_a_call_answers_and_its_errors_are_the_usual_ones(terra: FakeTerra) -> None:
+    terra.user_info = [{"user_id": "t1"}]
+    with client(terra) as terra_client:
+        assert terra_client.user_info("user_1", deadline=2) == [{"user_id": "t1"}]
+        terra.status = 503
+        with pytest.raises(TerraUnavailable) as caught:
+            terra_client.user_info("user_1", deadline=2)
+    assert (caught.value.status, caught.value.timed_out) == (503, False)
+    unreachable = TerraClient(base_url="http://127.0.0.1:1", dev_id="d", api_key="k")
+    with unreachable, pytest.raises(TerraUnavailable):
+        unreachable.user_info("user_1", deadline=1)
 
 
 @pytest.mark.django_db
