@@ -12,11 +12,18 @@ Column rules, where a payload could be read more than one way:
   with none of these is skipped with a warning.
 - `value` is a number only for a numeric result: a bounded (`<0.3`), qualitative, text or absent
   one has `value` null and its text in `value_text`.
-- The reference range is shape A's `interpretation.applied_range` when given, else the first
-  range of type `normal` (or without a type) that has a bound.
-- `flag` is computed against that range (bounds inclusive) when the value and the range allow,
-  so it always agrees with the stored `reference_low`/`reference_high`; otherwise it is the
-  payload's own interpretation when that is `low`, `high` or `normal`; else null.
+- The reference range is shape A's `interpretation.applied_range` when given (the range Terra
+  applied), else one of the listed ranges of type `normal` (or without a type) that have a bound,
+  chosen by the report's patient (`Patient`: sex and age from the user's provider profiles, age at
+  collection). A range's `context` (`sex`, `age_lower`..`age_upper` inclusive, anything else) must
+  not contradict what we know of the patient; among the ranges whose every condition we could
+  check, the most specific wins (the first listed on a tie). When we cannot check them all (an
+  unknown patient, a pregnancy status) a range is taken only if it is the one range listed, as the
+  lab printed it for this patient; else none.
+- `flag` is the lab's own interpretation when it gives one (shape A `interpretation.flag`, else
+  the lab's printed `source.flag` as H/L/N; layout B `flag`), since the lab knows the patient and
+  its method; else it is computed against the stored range (bounds inclusive); else null. A lab's
+  flag may therefore disagree with the stored range.
 - `collected_at` is `collection_date` + `collection_time` (UTC when no offset), midnight UTC when
   only the date is known.
 """
@@ -27,16 +34,20 @@ import logging
 import math
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from django.db.models.functions import Now
+from django.utils import timezone
 
+from accounts.models import User
 from ingest.errors import BadData
-from ingest.models import Biomarker, LabUpload, LabUploadStatus
+from ingest.models import Athlete, Biomarker, LabUpload, LabUploadStatus, RawEventState
 from ingest.normalizers.base import EventContext, Outcome, ParsedRows, parked, processed
 from ingest.normalizers.values import PayloadReader, parse_timestamp
-from ingest.services.labs import NO_LAB_UPLOAD, lab_upload_lock
+from ingest.services.labs import NO_LAB_UPLOAD, lab_reports_unpark_for_user, lab_upload_lock, lab_user_lock
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -55,7 +66,26 @@ _CODE_MAX = 128
 # The pure part: a payload into biomarker rows ---------------------------------------------------
 
 
-def parse_biomarkers(payload: dict[str, Any]) -> ParsedRows:
+@dataclass(frozen=True)
+class Patient:
+    """What we know of the person a report is about, to choose among reference ranges."""
+
+    sex: str | None = None  # "male" or "female"
+    date_of_birth: date | None = None
+    age: int | None = None  # as the provider last reported it, when there is no birth date
+
+    def age_on(self, day: date | None) -> int | None:
+        if self.date_of_birth is not None:
+            on = day or timezone.now().date()
+            born = self.date_of_birth
+            return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+        return self.age
+
+
+UNKNOWN_PATIENT = Patient()
+
+
+def parse_biomarkers(payload: dict[str, Any], patient: Patient = UNKNOWN_PATIENT) -> ParsedRows:
     """Biomarker rows of a lab report (without user, lab upload or the shared typed-row columns)."""
     reader = PayloadReader()
     parsed = ParsedRows()
@@ -74,9 +104,9 @@ def parse_biomarkers(payload: dict[str, Any]) -> ParsedRows:
         if not isinstance(item, dict):
             raise BadData(f"{where}[{index}] is not an object")
         if any(isinstance(item.get(part), dict) for part in _NESTED_PARTS):
-            row = _nested_result(reader, item, panels)
+            row = _nested_result(reader, item, panels, patient)
         else:
-            row = _flat_item(reader, item)
+            row = _flat_item(reader, item, patient)
         if row is None:
             parsed.warnings.append(f"{where}[{index}]: no biomarker, loinc_code or name; skipped")
             continue
@@ -85,7 +115,7 @@ def parse_biomarkers(payload: dict[str, Any]) -> ParsedRows:
     return parsed
 
 
-def _flat_item(reader: PayloadReader, item: dict[str, Any]) -> dict[str, Any] | None:
+def _flat_item(reader: PayloadReader, item: dict[str, Any], patient: Patient) -> dict[str, Any] | None:
     """Layout B: `{biomarker, display_name, raw_value, value, ucum_code, reference_ranges, ...}`."""
     result_type = reader.text(item, "result_type")
     raw_value = reader.text(item, "raw_value")
@@ -95,7 +125,8 @@ def _flat_item(reader: PayloadReader, item: dict[str, Any]) -> dict[str, Any] | 
         value = reader.number(item, "value")
         if value is None and raw_value is not None and _is_number(raw_value):
             value = float(raw_value)
-    low, high = _reference_range(reader, item.get("reference_ranges"))
+    collected_at = _collected_at(reader, item)
+    low, high = _reference_range(reader, item.get("reference_ranges"), patient, collected_at)
     return _row(
         key=reader.text(item, "biomarker"),
         loinc_code=reader.text(item, "loinc_code"),
@@ -107,12 +138,15 @@ def _flat_item(reader: PayloadReader, item: dict[str, Any]) -> dict[str, Any] | 
         unit=reader.text(item, "ucum_code") or reader.text(item, "display_units"),
         low=low,
         high=high,
-        reported_flag=_reported_flag(item.get("flag") or reader.get(item, "interpretation", "flag")),
-        collected_at=_collected_at(reader, item),
+        reported_flag=_reported_flag(item.get("flag") or reader.get(item, "interpretation", "flag"))
+        or _printed_flag(item.get("flag")),
+        collected_at=collected_at,
     )
 
 
-def _nested_result(reader: PayloadReader, item: dict[str, Any], panels: dict[Any, str]) -> dict[str, Any] | None:
+def _nested_result(
+    reader: PayloadReader, item: dict[str, Any], panels: dict[Any, str], patient: Patient
+) -> dict[str, Any] | None:
     """Shape A: `{source, biomarker, measurement, interpretation, reference_ranges}`."""
     source = _part(item, "source")
     biomarker = _part(item, "biomarker")
@@ -137,8 +171,9 @@ def _nested_result(reader: PayloadReader, item: dict[str, Any], panels: dict[Any
     low, high = (None, None)
     if isinstance(applied, dict):
         low, high = reader.number(applied, "lower"), reader.number(applied, "upper")
+    collected_at = _collected_at(reader, source)
     if low is None and high is None:
-        low, high = _reference_range(reader, item.get("reference_ranges"))
+        low, high = _reference_range(reader, item.get("reference_ranges"), patient, collected_at)
 
     panel_id, panel_key = biomarker.get("panel_id"), biomarker.get("panel_key")
     panel = (
@@ -157,8 +192,8 @@ def _nested_result(reader: PayloadReader, item: dict[str, Any], panels: dict[Any
         unit=reader.text(measurement, "ucum_code") or reader.text(measurement, "units") or reader.text(source, "units"),
         low=low,
         high=high,
-        reported_flag=_reported_flag(interpretation.get("flag")),
-        collected_at=_collected_at(reader, source),
+        reported_flag=_reported_flag(interpretation.get("flag")) or _printed_flag(source.get("flag")),
+        collected_at=collected_at,
     )
 
 
@@ -192,7 +227,7 @@ def _row(
         "unit": unit[:64] if unit else None,
         "reference_low": low,
         "reference_high": high,
-        "flag": _flag(value, low, high) or reported_flag,
+        "flag": reported_flag or _flag(value, low, high),
         "collected_at": collected_at,
     }
 
@@ -217,13 +252,19 @@ def _panel_names(reader: PayloadReader, panels: Any) -> dict[Any, str]:
     return names
 
 
-def _reference_range(reader: PayloadReader, ranges: Any) -> tuple[float | None, float | None]:
-    """The first normal range with a bound: (`lower`|`lower_bound`, `upper`|`upper_bound`)."""
+def _reference_range(
+    reader: PayloadReader, ranges: Any, patient: Patient, collected_at: datetime | None
+) -> tuple[float | None, float | None]:
+    """The normal range for this patient: (`lower`|`lower_bound`, `upper`|`upper_bound`)."""
     if ranges is None:
         return None, None
     if not isinstance(ranges, list):
         reader.warnings.append("reference_ranges is not a list; ignored")
         return None, None
+    age = patient.age_on(collected_at.date() if collected_at else None)
+    checked: list[tuple[int, tuple[float | None, float | None]]] = []  # (conditions matched, range)
+    possible: list[tuple[float | None, float | None]] = []
+    normal_ranges = 0
     for candidate in ranges:
         if not isinstance(candidate, dict):
             continue
@@ -233,9 +274,60 @@ def _reference_range(reader: PayloadReader, ranges: Any) -> tuple[float | None, 
             continue
         low = reader.number(candidate, "lower") if "lower" in candidate else reader.number(candidate, "lower_bound")
         high = reader.number(candidate, "upper") if "upper" in candidate else reader.number(candidate, "upper_bound")
-        if low is not None or high is not None:
-            return low, high
+        if low is None and high is None:
+            continue
+        normal_ranges += 1
+        fit = _context_fit(candidate.get("context"), patient.sex, age)
+        if fit is _CONTRADICTED:
+            continue
+        possible.append((low, high))
+        if fit is not _UNCHECKED:
+            checked.append((fit, (low, high)))
+    if checked:
+        best = max(matched for matched, _ in checked)
+        return next(bounds for matched, bounds in checked if matched == best)
+    if normal_ranges == 1 and possible:
+        return possible[0]
     return None, None
+
+
+_CONTRADICTED = -1
+_UNCHECKED = -2
+_SEXES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
+_ANY = frozenset({"", "any", "all", "both", "unknown"})
+
+
+def _sex(value: Any) -> str | None:
+    return _SEXES.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def _context_fit(context: Any, sex: str | None, age: int | None) -> int:
+    """How many of the range's conditions the patient meets; _CONTRADICTED when one is not met,
+    _UNCHECKED when one cannot be checked (nothing contradicted)."""
+    if not isinstance(context, dict):
+        return 0
+    matched, unchecked = 0, False
+    for name, wanted in context.items():
+        if wanted is None or (isinstance(wanted, str) and wanted.strip().lower() in _ANY):
+            continue
+        if name == "sex":
+            if _sex(wanted) is None or sex is None:
+                unchecked = True
+            elif _sex(wanted) != sex:
+                return _CONTRADICTED
+            else:
+                matched += 1
+        elif name in ("age_lower", "age_upper"):
+            bound = wanted if isinstance(wanted, int | float) and not isinstance(wanted, bool) else None
+            if bound is None or age is None:
+                unchecked = True
+            elif (name == "age_lower" and age < bound) or (name == "age_upper" and age > bound):
+                return _CONTRADICTED
+            else:
+                matched += 1
+        else:  # pregnancy status, cycle phase, ...: nothing we know
+            unchecked = True
+    return _UNCHECKED if unchecked else matched
 
 
 def _flag(value: float | None, low: float | None, high: float | None) -> str | None:
@@ -252,6 +344,17 @@ def _reported_flag(value: Any) -> str | None:
     if isinstance(value, str) and value.strip().lower() in FLAGS:
         return value.strip().lower()
     return None
+
+
+_PRINTED_FLAGS = {"h": "high", "hi": "high", "l": "low", "lo": "low", "n": "normal"}
+
+
+def _printed_flag(value: Any) -> str | None:
+    """The flag as a lab prints it beside a result (H, L, N), else one of ours spelled out."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    return _PRINTED_FLAGS.get(text) or (text if text in FLAGS else None)
 
 
 def _bounded_text(reader: PayloadReader, measurement: dict[str, Any]) -> str | None:
@@ -301,10 +404,13 @@ def _slug(name: str | None) -> str | None:
 
 
 def normalize(context: EventContext) -> Outcome:
-    """A lab report for the upload whose Terra upload id is the event's `reference_id`.
+    """A lab report for its upload: by Terra's upload id (the event's `reference_id`), else as
+    ingest/services/labs.py describes for a report without one.
 
     The payload is checked before the upload is looked up, so a malformed report is dead-lettered
-    at once rather than parked and failed later.
+    at once rather than parked and failed later. A `failed` report never undoes a parsed upload:
+    Terra may report a failed session of an upload whose other session was parsed, or deliver a
+    failure late.
     """
     payload = context.payload
     is_failure = payload.get("type") == FAILED_TYPE
@@ -312,14 +418,25 @@ def normalize(context: EventContext) -> Outcome:
 
     upload = _lab_upload(context)
     if upload is None:
-        return parked(NO_LAB_UPLOAD)
+        return _park(context)
+    _remember_session(upload, payload)
+    # The user's reports without an upload id may have waited for this upload to be answered.
+    unpark = (partial(lab_reports_unpark_for_user, upload.user_id),) if _waiting(upload) else ()
 
     if parsed is None:
         error = _failure_message(payload)
+        if upload.status == LabUploadStatus.PARSED:
+            logger.info(
+                "raw_event %d: lab upload %d is parsed; Terra's failure kept out", context.raw_event_id, upload.pk
+            )
+            return processed(user_id=upload.user_id)
         LabUpload.objects.filter(pk=upload.pk).update(status=LabUploadStatus.FAILED, error=error, updated_at=Now())
         logger.info("raw_event %d: lab upload %d failed at Terra: %s", context.raw_event_id, upload.pk, error)
-        return processed(user_id=upload.user_id)
+        return processed(user_id=upload.user_id, after_commit=unpark)
 
+    patient = patient_of(upload.user_id)
+    if patient != UNKNOWN_PATIENT:
+        parsed = parse_biomarkers(payload, patient)
     for warning in parsed.warnings:
         logger.warning("raw_event %d: %s", context.raw_event_id, warning)
     # lab_upload is part of the natural key (user, lab_upload, code), so it travels in each row.
@@ -338,19 +455,72 @@ def normalize(context: EventContext) -> Outcome:
     LabUpload.objects.filter(pk=upload.pk).update(
         status=LabUploadStatus.PARSED, parsed_at=Now(), error=None, updated_at=Now()
     )
-    return processed(user_id=upload.user_id, written=written)
+    return processed(user_id=upload.user_id, written=written, after_commit=unpark)
+
+
+def patient_of(user_id: str) -> Patient:
+    """The user's sex and age from their providers' profiles, the most recently updated first."""
+    sex = born = age = None
+    for profile in Athlete.objects.filter(user_id=user_id).order_by("-updated_at", "-pk"):
+        sex = sex or _sex(profile.sex)
+        born = born or profile.date_of_birth
+        age = age if age is not None else profile.age
+    return Patient(sex=sex, date_of_birth=born, age=age)
+
+
+def _session_id(payload: dict[str, Any]) -> str | None:
+    session_id = PayloadReader().text(payload, "data", "session_id")
+    return session_id.strip()[:255] if session_id and session_id.strip() else None
+
+
+def _waiting(upload: LabUpload) -> bool:
+    """Submitted and waiting for its report: a candidate for a report without an upload id."""
+    return upload.status == LabUploadStatus.PROCESSING and upload.terra_upload_id is not None
 
 
 def _lab_upload(context: EventContext) -> LabUpload | None:
-    """The upload by Terra's upload id (the event's reference_id), else by shape A's session id."""
     if context.reference_id:
         # Pairs with lab_upload_set_terra_id: see ingest/services/labs.py.
         lab_upload_lock(context.reference_id)
         return LabUpload.objects.select_for_update().filter(terra_upload_id=context.reference_id).first()
-    session_id = PayloadReader().text(context.payload, "data", "session_id")
+    session_id = _session_id(context.payload)
+    user_id = _reported_user(context.payload)
+    if user_id is not None:
+        lab_user_lock(user_id)  # before any upload row: the lock order of ingest/services/labs.py
     if session_id:
-        return LabUpload.objects.select_for_update().filter(terra_session_id=session_id).order_by("pk").first()
-    return None
+        upload = LabUpload.objects.select_for_update().filter(terra_session_id=session_id).order_by("pk").first()
+        if upload is not None:
+            return upload
+    if user_id is None:
+        return None
+    waiting = list(
+        LabUpload.objects.select_for_update()
+        .filter(user_id=user_id, status=LabUploadStatus.PROCESSING, terra_upload_id__isnull=False)
+        .order_by("pk")[:2]
+    )
+    return waiting[0] if len(waiting) == 1 else None
+
+
+def _reported_user(payload: dict[str, Any]) -> str | None:
+    """The `reference_id` we sent with the file (the user's id), when it names a user of ours."""
+    user_id = PayloadReader().text(payload, "data", "reference_id")
+    if not user_id or not User.objects.filter(pk=user_id).exists():
+        return None
+    return user_id
+
+
+def _remember_session(upload: LabUpload, payload: dict[str, Any]) -> None:
+    """The first session id seen for an upload, so its later reports match without an upload id."""
+    session_id = _session_id(payload)
+    if session_id and upload.terra_session_id is None:
+        LabUpload.objects.filter(pk=upload.pk, terra_session_id=None).update(terra_session_id=session_id)
+
+
+def _park(context: EventContext) -> Outcome:
+    if context.reference_id:
+        return parked(NO_LAB_UPLOAD)
+    # Without an upload id, the un-parking finds the event by its user (ingest/services/labs.py).
+    return Outcome(RawEventState.PARKED, reason=NO_LAB_UPLOAD, user_id=_reported_user(context.payload))
 
 
 def _failure_message(payload: dict[str, Any]) -> str:

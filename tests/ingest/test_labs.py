@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -11,8 +11,8 @@ from django.db import IntegrityError
 
 from accounts.models import User
 from ingest.errors import BadData
-from ingest.models import Biomarker, BiomarkersWide, LabUpload, LabUploadStatus, RawEvent, RawEventState
-from ingest.normalizers.labs import parse_biomarkers
+from ingest.models import Athlete, Biomarker, BiomarkersWide, LabUpload, LabUploadStatus, RawEvent, RawEventState
+from ingest.normalizers.labs import Patient, parse_biomarkers
 from ingest.services import connections
 from ingest.services.labs import lab_upload_set_terra_id
 from ingest.services.processing import ProcessStatus, raw_event_process
@@ -143,8 +143,8 @@ COMPLETED_ROWS = [
 ]
 
 
-def rows_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    parsed = parse_biomarkers(payload)
+def rows_of(payload: dict[str, Any], patient: Patient | None = None) -> list[dict[str, Any]]:
+    parsed = parse_biomarkers(payload, patient) if patient else parse_biomarkers(payload)
     assert all(model is Biomarker for model, _ in parsed.rows)
     return [values for _, values in parsed.rows]
 
@@ -244,8 +244,9 @@ def test_numbers_sent_as_strings_are_numbers_and_a_non_number_is_null_with_a_war
         (4.0, [{"lower": 2.0, "upper": 4.0, "type": "normal"}], None, "normal"),
         (1.9, [{"lower": 2.0, "upper": 4.0, "type": "normal"}], None, "low"),
         (4.1, [{"upper": 4.0}], None, "high"),
-        # computed against the range, which is also what is stored beside it
-        (3.0, [{"lower": 2.0, "upper": 4.0, "type": "normal"}], "high", "normal"),
+        # the lab's own interpretation wins over the one computed from the range
+        (3.0, [{"lower": 2.0, "upper": 4.0, "type": "normal"}], "high", "high"),
+        (9.0, [{"lower": 2.0, "upper": 4.0, "type": "normal"}], "normal", "normal"),
         # no range: the report's own interpretation, when it is one of ours
         (3.0, [], "high", "high"),
         (3.0, [], "H", None),
@@ -254,7 +255,7 @@ def test_numbers_sent_as_strings_are_numbers_and_a_non_number_is_null_with_a_war
         (3.0, [{"lower": 5.0, "type": "critical"}, {"upper": 2.5, "type": "normal"}], None, "high"),
     ],
 )
-def test_the_flag_is_computed_against_the_range_else_taken_from_the_report(
+def test_the_labs_own_flag_wins_else_the_flag_is_computed_against_the_range(
     value: float, ranges: list[dict[str, Any]], reported: str | None, flag: str | None
 ) -> None:
     result = {
@@ -506,3 +507,176 @@ def test_a_report_with_a_wrong_structure_is_dead_lettered_even_before_its_upload
         RawEventState.DEAD,
         "bad_data: data.results is missing or not a list",
     )
+
+
+# Reference ranges chosen by the report's patient --------------------------------------------------
+
+SEXED_RANGES = [
+    {"lower": 13.0, "upper": 17.0, "type": "normal", "context": {"sex": "male"}},
+    {"lower": 12.0, "upper": 15.0, "type": "normal", "context": {"sex": "female"}},
+]
+AGED_RANGES = [
+    {"lower": 11.0, "upper": 15.5, "type": "normal", "context": {"age_lower": 0, "age_upper": 17}},
+    {"lower": 13.0, "upper": 17.0, "type": "normal", "context": {"age_lower": 18}},
+    {"lower": 1.0, "upper": 99.0, "type": "normal"},  # no context: the least specific
+]
+
+
+def hemoglobin(value: float, ranges: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "source": {"name": "Haemoglobin", "collection_date": "2026-11-18"},
+        "biomarker": {"key": "hemoglobin"},
+        "measurement": {"type": "numeric", "numeric": value},
+        "interpretation": {"flag": None, "source": "none"},
+        "reference_ranges": ranges,
+    }
+
+
+@pytest.mark.parametrize(
+    ("patient", "ranges", "expected"),
+    [
+        (Patient(sex="female"), SEXED_RANGES, (12.0, 15.0, "normal")),
+        (Patient(sex="male"), SEXED_RANGES, (13.0, 17.0, "low")),
+        # a sex we do not know, and two sexed ranges: neither is this patient's for sure
+        (Patient(), SEXED_RANGES, (None, None, None)),
+        # age at collection from the birth date: 17 on 2026-11-18, 18 the next day
+        (Patient(date_of_birth=date(2009, 11, 19)), AGED_RANGES, (11.0, 15.5, "normal")),
+        (Patient(date_of_birth=date(2008, 11, 18)), AGED_RANGES, (13.0, 17.0, "low")),
+        (Patient(age=40), AGED_RANGES, (13.0, 17.0, "low")),
+        (Patient(), AGED_RANGES, (1.0, 99.0, "normal")),
+        # a condition we cannot check (pregnancy) is not taken when a checkable range exists
+        (
+            Patient(sex="female"),
+            [
+                {"lower": 10.5, "upper": 14.0, "context": {"sex": "female", "pregnancy_status": "pregnant"}},
+                *SEXED_RANGES,
+            ],
+            (12.0, 15.0, "normal"),
+        ),
+        # the one range the lab printed is this patient's, whatever its context says
+        (Patient(), SEXED_RANGES[:1], (13.0, 17.0, "low")),
+        # ... unless it contradicts what we know
+        (Patient(sex="female"), SEXED_RANGES[:1], (None, None, None)),
+    ],
+)
+def test_a_range_with_a_context_is_chosen_by_the_patients_sex_and_age(
+    patient: Patient, ranges: list[dict[str, Any]], expected: tuple[Any, ...]
+) -> None:
+    row = rows_of(completed(hemoglobin(12.5, ranges)), patient)[0]
+    assert (row["reference_low"], row["reference_high"], row["flag"]) == expected
+
+
+def test_the_flat_layouts_ranges_are_chosen_by_the_patient_too() -> None:
+    item = {
+        "biomarker": "hemoglobin",
+        "value": 12.5,
+        "collection_date": "2026-11-18",
+        "reference_ranges": [
+            {"lower_bound": 13.0, "upper_bound": 17.0, "classification": "normal", "context": {"sex": "male"}},
+            {"lower_bound": 12.0, "upper_bound": 15.0, "classification": "normal", "context": {"sex": "female"}},
+        ],
+    }
+    row = rows_of(legacy(item), Patient(sex="female"))[0]
+    assert (row["reference_low"], row["reference_high"], row["flag"]) == (12.0, 15.0, "normal")
+
+
+def test_the_worker_chooses_ranges_by_the_users_provider_profile() -> None:
+    lab_upload = upload()
+    Athlete.objects.create(user_id=OUR_USER, provider="GARMIN", sex="FEMALE", date_of_birth=date(1990, 1, 1))
+    payload = completed(hemoglobin(12.5, SEXED_RANGES))
+    raw_event = process(store(body_of(payload)))
+    assert raw_event.state == RawEventState.PROCESSED
+    row = Biomarker.objects.get(lab_upload=lab_upload)
+    assert (row.reference_low, row.reference_high, row.flag) == (12.0, 15.0, "normal")
+
+
+def test_the_labs_printed_flag_is_used_when_the_interpretation_has_none() -> None:
+    result = hemoglobin(12.5, [{"lower": 13.0, "upper": 17.0}])
+    result["source"]["flag"] = "N"
+    assert rows_of(completed(result))[0]["flag"] == "normal"
+
+
+# Reports without an upload id -----------------------------------------------------------------------
+
+SESSION_ID = "312058847112704001"  # lab_report_completed.json
+
+
+def without_upload_id(name: str = "lab_report_completed") -> bytes:
+    payload = json.loads(sample(name))
+    del payload["upload_id"]
+    return body_of(payload)
+
+
+def test_a_report_without_upload_id_is_matched_to_the_users_one_submitted_upload_and_remembers_its_session() -> None:
+    lab_upload = upload(terra_upload_id="upl_submitted")  # Terra answered the submission without a session id
+    raw_event = process(store(without_upload_id()))
+    assert (raw_event.state, raw_event.user_id) == (RawEventState.PROCESSED, OUR_USER)
+    assert stored_rows(lab_upload) == COMPLETED_ROWS
+    lab_upload.refresh_from_db()
+    assert (lab_upload.status, lab_upload.terra_session_id) == (LabUploadStatus.PARSED, SESSION_ID)
+    # A reprocess of the session (a new event id, no upload id) now matches by the session id.
+    again = json.loads(without_upload_id())
+    again["event_id"] = "evt_reprocessed"
+    assert process(store(body_of(again))).state == RawEventState.PROCESSED
+
+
+def test_a_report_without_upload_id_arriving_before_the_submission_is_recorded_is_unparked_by_it(
+    django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    monkeypatch.setattr(connections, "publish_raw_events", lambda ids, request_id: None)
+    lab_upload = upload(terra_upload_id=None)
+    parked = process(store(without_upload_id()))
+    assert (parked.state, parked.process_error, parked.reference_id, parked.user_id) == (
+        RawEventState.PARKED,
+        "no_lab_upload",
+        "",
+        OUR_USER,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        unparked = lab_upload_set_terra_id(
+            lab_upload_id=lab_upload.pk, terra_upload_id="upl_new", terra_session_id=None
+        )
+    assert unparked == [parked.pk]
+    assert process(parked).state == RawEventState.PROCESSED
+    assert stored_rows(lab_upload) == COMPLETED_ROWS
+
+
+def test_a_report_without_upload_id_waits_while_two_uploads_could_be_its_own_then_takes_the_one_left(
+    django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    monkeypatch.setattr(connections, "publish_raw_events", lambda ids, request_id: None)
+    first = upload(terra_upload_id=UPLOAD_ID)
+    second = upload(terra_upload_id="upl_second")
+    parked = process(store(without_upload_id()))
+    assert parked.state == RawEventState.PARKED
+    # The first upload's own report (with its upload id) answers it, so the parked one can only be the second's.
+    with django_capture_on_commit_callbacks(execute=True):
+        process(store(sample("lab_report")))
+    parked.refresh_from_db()
+    assert parked.state == RawEventState.RECEIVED
+    assert process(parked).state == RawEventState.PROCESSED
+    assert stored_rows(second) == COMPLETED_ROWS
+    assert stored_rows(first) == LEGACY_ROWS
+
+
+def test_a_report_without_upload_id_for_nobody_we_know_is_parked() -> None:
+    payload = json.loads(without_upload_id())
+    payload["data"]["reference_id"] = "user_unknown"
+    raw_event = process(store(body_of(payload)))
+    assert (raw_event.state, raw_event.user_id) == (RawEventState.PARKED, None)
+
+
+# Failures after success -----------------------------------------------------------------------------
+
+
+def test_a_failed_report_after_a_completed_one_leaves_the_upload_parsed() -> None:
+    lab_upload = upload(terra_upload_id=FAILED_UPLOAD_ID)
+    completed_body = json.loads(sample("lab_report_completed"))
+    completed_body["upload_id"] = FAILED_UPLOAD_ID
+    process(store(body_of(completed_body)))
+    raw_event = process(store(sample("lab_report_failed")))
+    assert raw_event.state == RawEventState.PROCESSED
+    lab_upload.refresh_from_db()
+    assert (lab_upload.status, lab_upload.error) == (LabUploadStatus.PARSED, None)
+    assert lab_upload.parsed_at is not None
+    assert stored_rows(lab_upload) == COMPLETED_ROWS
