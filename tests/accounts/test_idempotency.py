@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http import HttpRequest
 from django.test import Client
 from django.test.client import encode_multipart
 from django.utils import timezone
 
-from accounts.idempotency import idempotency_forget_user
+from accounts.idempotency import _SpooledBody, idempotency_forget_user
 from accounts.models import IdempotencyKey, User
 from accounts.tokens import cli_token_issue
 
@@ -209,3 +211,14 @@ def test_expired_keys_are_pruned_as_new_keys_are_claimed(client: Client) -> None
     IdempotencyKey.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     post(client, {"a": 1}, key="new")
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_a_body_read_past_the_cap_is_handed_to_the_view_whole() -> None:
+    # A body without a declared length that turns out larger than any endpoint takes: it is not
+    # fingerprinted, and the view still reads every byte (and refuses it itself).
+    request = HttpRequest()
+    request._stream = io.BytesIO(b"x" * 100)
+    body = _SpooledBody(request, limit=10)
+    body.hand_to_view(request)
+    assert body.over_limit
+    assert request.read() == b"x" * 100
