@@ -469,6 +469,8 @@ LOGGING = {
         # Django logs every 4xx as a warning with the path; our own lines say more.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        # django-axes announces itself at every start; its failures and lockouts are warnings.
+        "axes.apps": {"level": "WARNING"},
         # Traces: on stdout and in trace_events through trace_db alone, whatever LOG_LEVEL says.
         "amy.trace": {"handlers": ["trace_db"], "level": "INFO", "propagate": False},
     },

@@ -63,7 +63,7 @@ def test_development_values_are_used_only_when_development_is_named() -> None:
         [sys.executable, "-c", code], bare_env(ENVIRONMENT="development", DJANGO_SETTINGS_MODULE="amy.settings")
     )
     assert named.returncode == 0, named.stderr
-    assert named.stdout.strip() == "dev-admin-key"
+    assert named.stdout.strip().splitlines()[-1] == "dev-admin-key"
     unnamed = run([sys.executable, "-c", code], bare_env(DJANGO_SETTINGS_MODULE="amy.settings"))
     assert unnamed.returncode != 0
     assert "dev-admin-key" not in unnamed.stdout
