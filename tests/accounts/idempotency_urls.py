@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 
 from django.urls import path
 from django.utils import timezone
@@ -15,6 +16,9 @@ from rest_framework.views import APIView
 from accounts.models import IdempotencyKey
 
 runs = itertools.count(1)
+# For SlowApi: set when a run has started, and what lets it finish.
+started = threading.Event()
+release = threading.Event()
 
 
 class EchoApi(APIView):
@@ -43,7 +47,17 @@ class UploadApi(APIView):
         )
 
 
+class SlowApi(APIView):
+    """Runs until the test releases it, to observe a key while its first request still runs."""
+
+    def post(self, request: Request) -> Response:
+        started.set()
+        release.wait(timeout=60)
+        return Response({"run": next(runs)}, status=201)
+
+
 urlpatterns = [
+    path("v1/slow", SlowApi.as_view()),
     path("v1/echo", EchoApi.as_view()),
     path("v1/auth/echo", EchoApi.as_view()),
     path("v1/upload", UploadApi.as_view()),

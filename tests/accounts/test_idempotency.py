@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.http import HttpRequest
 from django.test import Client
 from django.test.client import encode_multipart
@@ -18,6 +20,7 @@ from django.utils import timezone
 from accounts.idempotency import _SpooledBody, idempotency_forget_user
 from accounts.models import IdempotencyKey, User
 from accounts.tokens import cli_token_issue
+from tests.accounts import idempotency_urls
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.idempotency_urls")]
 
@@ -222,3 +225,33 @@ def test_a_body_read_past_the_cap_is_handed_to_the_view_whole() -> None:
     body.hand_to_view(request)
     assert body.over_limit
     assert request.read() == b"x" * 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_while_the_first_request_runs_is_409_in_use_then_replays_once_it_answered() -> None:
+    # Two real concurrent requests, each on its own database connection.
+    idempotency_urls.started.clear()
+    idempotency_urls.release.clear()
+    user_token = token()
+    headers = {"Authorization": f"Bearer {user_token}", "Idempotency-Key": "slow-1"}
+    answers: list = []
+
+    def first() -> None:
+        try:
+            answers.append(Client().post("/v1/slow", {}, content_type="application/json", headers=headers))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert idempotency_urls.started.wait(timeout=30)
+        during = Client().post("/v1/slow", {}, content_type="application/json", headers=headers)
+        assert during.status_code == 409
+        assert during.json()["error"]["code"] == "idempotency_key_in_use"
+    finally:
+        idempotency_urls.release.set()
+        thread.join(timeout=60)
+    after = Client().post("/v1/slow", {}, content_type="application/json", headers=headers)
+    assert after["Idempotent-Replayed"] == "true"
+    assert after.json() == answers[0].json()
