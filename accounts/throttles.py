@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from redis.exceptions import RedisError
-from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+
+from amy.client_ip import client_ip
 
 if TYPE_CHECKING:  # DRF's views import the throttle classes from settings: no cycle at run time
     from rest_framework.request import Request
@@ -44,11 +45,9 @@ class AuthRateThrottle(FailOpenMixin, SimpleRateThrottle):
         return f"{settings.AMY_AUTH_RATE_PER_MINUTE}/min"
 
     def get_ident(self, request: Request) -> str:
-        if api_settings.NUM_PROXIES is None:
-            # DRF would then key on X-Forwarded-For as the client sent it, and a client that
-            # varies it would never be limited. Behind a proxy, set NUM_PROXIES.
-            return request.META.get("REMOTE_ADDR") or "unknown"
-        return str(super().get_ident(request))
+        # Not DRF's own: without NUM_PROXIES it keys on X-Forwarded-For as the client sent it, and
+        # a client that varies it would never be limited.
+        return client_ip(request) or "unknown"
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
