@@ -101,7 +101,7 @@ def test_no_secret_or_credential_is_logged_by_the_main_flows(
     sent.append(clerk_token)
     client.post(
         "/v1/auth/cli-approve",
-        {"user_code": started["user_code"]},
+        {"user_code": started["user_code"], "confirmed": True},
         content_type="application/json",
         headers={"Authorization": f"Bearer {clerk_token}"},
     )
