@@ -10,8 +10,6 @@ rows) and one JSON line.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,19 +28,17 @@ from redis.exceptions import RedisError
 
 from accounts.models import User
 from admin_ops.models import AuditRecord, TraceEvent
-from amy.errors import ApiError, ErrorCode
+from amy import pagination
+from amy.errors import ApiError
 from ingest.errors import BadData
 from ingest.models import (
+    TYPED_MODELS,
     UNPROCESSED_STATES,
     Activity,
-    Athlete,
     Biomarker,
-    BodyMeasurement,
     ConnectionStatus,
     DailySummary,
     LabUpload,
-    MenstruationDay,
-    NutritionDaily,
     RawEvent,
     RawEventState,
     SleepSession,
@@ -58,16 +54,7 @@ ALREADY_QUEUED = "already_queued"
 RAW_EVENT_NOT_FOUND = "raw_event_not_found"
 USER_NOT_FOUND = "user_not_found"
 
-TYPED_TABLES: tuple[type[Model], ...] = (
-    DailySummary,
-    SleepSession,
-    Activity,
-    BodyMeasurement,
-    NutritionDaily,
-    MenstruationDay,
-    Athlete,
-    Biomarker,
-)
+TYPED_TABLES: tuple[type[Model], ...] = TYPED_MODELS
 
 UNHEALTHY_UNPROCESSED = 100
 UNHEALTHY_ERRORED = 20
@@ -304,23 +291,15 @@ DLQ_FIELDS = (
 )
 
 
-def _invalid_field(name: str, message: str) -> ApiError:
-    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": name})
-
-
-def _encode_cursor(body: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
 def _decode_cursor(raw: str) -> dict[str, Any]:
+    body = pagination.decode_cursor(raw)
     try:
-        body = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(body, dict) or type(body.get("id")) is not int:
+        if type(body.get("id")) is not int:
             raise ValueError
         if body.get("t") is not None and parse_datetime(body["t"]) is None:
             raise ValueError
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-        raise _invalid_field("cursor", "The cursor is malformed.") from None
+    except (ValueError, TypeError):
+        raise pagination.malformed_cursor() from None
     return body
 
 
@@ -349,7 +328,7 @@ def dlq_page(*, state: str = RawEventState.DEAD, limit: int = DLQ_DEFAULT_LIMIT,
     next_cursor = None
     if more and page:
         last = page[-1]
-        next_cursor = _encode_cursor(
+        next_cursor = pagination.encode_cursor(
             {"id": last.pk, "t": last.dead_lettered_at.isoformat() if last.dead_lettered_at else None}
         )
     return {"data": [{name: getattr(row, name) for name in DLQ_FIELDS} for row in page], "next_cursor": next_cursor}

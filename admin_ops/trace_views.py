@@ -3,9 +3,6 @@ since a time (default 24 h ago), newest first, paginated `{"data", "next_cursor"
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,39 +17,33 @@ from rest_framework.response import Response
 
 from admin_ops.auth import AdminApiView
 from admin_ops.models import TraceEvent
-from amy.errors import ApiError, ErrorCode
+from admin_ops.services import TRACE_FIELDS
+from amy import pagination
+from amy.errors import invalid_field
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 LEVELS = ("debug", "info", "warn", "error")
 _LEVEL_ALIASES = {"warning": "warn"}
-_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field})
-
-
 def encode_cursor(row: TraceEvent) -> str:
-    raw = json.dumps({"ts": row.ts.isoformat(), "id": row.pk}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor({"ts": row.ts.isoformat(), "id": row.pk})
 
 
 def decode_cursor(raw: str | None) -> tuple[datetime, int] | None:
     if not raw:
         return None
+    body = pagination.decode_cursor(raw)
     try:
-        if not _CURSOR_CHARS.fullmatch(raw):
-            raise ValueError
-        body = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True))
-        if not isinstance(body, dict) or set(body) != {"ts", "id"} or type(body["id"]) is not int:
+        if set(body) != {"ts", "id"} or type(body["id"]) is not int:
             raise ValueError
         ts = parse_datetime(body["ts"]) if isinstance(body["ts"], str) else None
         if ts is None or ts.tzinfo is None:
             raise ValueError
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise _invalid("cursor", "The cursor is malformed.") from None
+    except ValueError:
+        raise pagination.malformed_cursor() from None
     return ts, body["id"]
 
 
@@ -66,16 +57,8 @@ def _since(raw: str | None) -> datetime:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise _invalid("since", "since must be an ISO 8601 date or time.")
+        raise invalid_field("since", "since must be an ISO 8601 date or time.")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _limit(raw: str | None) -> int:
-    if not raw:
-        return DEFAULT_LIMIT
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _invalid("limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
-    return int(raw)
 
 
 def traces_query(params: Any) -> QuerySet[TraceEvent]:
@@ -87,12 +70,12 @@ def traces_query(params: Any) -> QuerySet[TraceEvent]:
         rows = rows.filter(user_id=user_id)
     if raw_event_id := params.get("raw_event_id"):
         if not _DIGITS.fullmatch(raw_event_id):
-            raise _invalid("raw_event_id", "raw_event_id must be an integer.")
+            raise invalid_field("raw_event_id", "raw_event_id must be an integer.")
         rows = rows.filter(raw_event_id=int(raw_event_id))
     if level := params.get("level"):
         level = _LEVEL_ALIASES.get(level.lower(), level.lower())
         if level not in LEVELS:
-            raise _invalid("level", f"level must be one of {', '.join(LEVELS)}.")
+            raise invalid_field("level", f"level must be one of {', '.join(LEVELS)}.")
         rows = rows.filter(level=level)
     return rows.order_by("-ts", "-id")
 
@@ -100,21 +83,7 @@ def traces_query(params: Any) -> QuerySet[TraceEvent]:
 class TraceEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = TraceEvent
-        fields = [
-            "id",
-            "ts",
-            "request_id",
-            "user_id",
-            "terra_user_id",
-            "raw_event_id",
-            "level",
-            "event",
-            "message",
-            "data",
-            "duration_ms",
-            "error_name",
-            "error_stack",
-        ]
+        fields = list(TRACE_FIELDS)
 
 
 class TracesApi(AdminApiView):
@@ -144,7 +113,7 @@ class TracesApi(AdminApiView):
     )
     def get(self, request: Request) -> Response:
         rows = traces_query(request.query_params)
-        limit = _limit(request.query_params.get("limit"))
+        limit = pagination.parse_limit(request.query_params.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         if (cursor := decode_cursor(request.query_params.get("cursor"))) is not None:
             ts, before_id = cursor
             rows = rows.filter(Q(ts__lt=ts) | Q(ts=ts, id__lt=before_id))

@@ -20,7 +20,8 @@ from rest_framework.response import Response
 
 from admin_ops import services
 from admin_ops.auth import AdminApiView
-from amy.errors import ApiError, ErrorCode, Unavailable, error_response
+from amy import pagination
+from amy.errors import ApiError, ErrorCode, Unavailable, error_response, invalid_field
 from amy.http import allow_methods
 from amy.request_context import current_request_id
 from ingest.models import RawEventState
@@ -50,24 +51,12 @@ _ADMIN_TAG = ["admin"]
 _JSON_OBJECT = OpenApiTypes.OBJECT
 
 
-def _parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return services.DLQ_DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= services.DLQ_MAX_LIMIT:
-        raise ApiError(
-            f"limit must be an integer from 1 to {services.DLQ_MAX_LIMIT}.",
-            code=ErrorCode.INVALID_FIELD,
-            details={"field": "limit"},
-        )
-    return int(raw)
-
-
 def _parse_since(raw: Any) -> datetime | None:
     if raw is None or raw == "":
         return None
     parsed = parse_datetime(raw) if isinstance(raw, str) else None
     if parsed is None:
-        raise ApiError("since must be an ISO 8601 date-time.", code=ErrorCode.INVALID_FIELD, details={"field": "since"})
+        raise invalid_field("since", "since must be an ISO 8601 date-time.")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
@@ -146,10 +135,12 @@ class DeadLetterListApi(AdminApiView):
     def get(self, request: Request) -> Response:
         state = request.query_params.get("state") or RawEventState.DEAD
         if state not in services.LISTABLE_STATES:
-            raise ApiError("state must be dead or parked.", code=ErrorCode.INVALID_FIELD, details={"field": "state"})
+            raise invalid_field("state", "state must be dead or parked.")
         page = services.dlq_page(
             state=state,
-            limit=_parse_limit(request.query_params.get("limit")),
+            limit=pagination.parse_limit(
+                request.query_params.get("limit"), default=services.DLQ_DEFAULT_LIMIT, maximum=services.DLQ_MAX_LIMIT
+            ),
             cursor=request.query_params.get("cursor") or None,
         )
         return Response(page)
@@ -233,14 +224,10 @@ class DeadLetterReplayApi(AdminApiView):
         if ids is not None and (
             not isinstance(ids, list) or not ids or not all(type(i) is int and i > 0 for i in ids) or len(ids) > 10_000
         ):
-            raise ApiError(
-                "ids must be a list of 1 to 10000 raw event ids.",
-                code=ErrorCode.INVALID_FIELD,
-                details={"field": "ids"},
-            )
+            raise invalid_field("ids", "ids must be a list of 1 to 10000 raw event ids.")
         for name in ("event_type", "error_contains"):
             if body.get(name) is not None and not isinstance(body[name], str):
-                raise ApiError(f"{name} must be a string.", code=ErrorCode.INVALID_FIELD, details={"field": name})
+                raise invalid_field(name, f"{name} must be a string.")
         replay_filter = services.ReplayFilter(
             event_type=body.get("event_type") or None,
             since=_parse_since(body.get("since")),

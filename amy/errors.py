@@ -58,6 +58,11 @@ class ApiError(Exception):
         self.details = details
 
 
+def invalid_field(field: str, message: str) -> ApiError:
+    """400 `invalid_field` naming the field (`details.field`): the one way to refuse a parameter."""
+    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field})
+
+
 class NotFound(ApiError):
     status = 404
     code = ErrorCode.NOT_FOUND

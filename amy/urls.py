@@ -28,9 +28,7 @@ urlpatterns = [
     path("v1/sync", SyncApi.as_view()),
     path("", include("ingest.labs.urls")),
     path("", include("ingest.imports.urls")),
-    path("", include("admin_ops.trace_urls")),
     path("", include("admin_ops.urls")),
-    path("", include("admin_ops.metrics_urls")),
     path("", include("accounts.urls")),
     # Terra's webhook and its four aliases.
     path("webhooks/terra", webhook),

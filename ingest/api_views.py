@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from accounts.erasure import user_erasure_request
 from accounts.models import User
-from amy.errors import ApiError, ErrorCode, NotFound, error_body
+from amy.errors import ApiError, ErrorCode, NotFound, error_body, invalid_field
 from amy.request_context import current_request_id
 from ingest.models import TerraConnection
 from ingest.services.erasure import erasure_publish
@@ -81,10 +81,6 @@ def upstream_error_response(exc: TerraError, action: str) -> Response:
     # A refusal (TerraRejected) means our credentials or settings are wrong: worth an operator's look.
     logger.warning("cannot %s: %s (%s)", action, exc, type(exc).__name__)
     return Response(error_body(ErrorCode.UPSTREAM_UNAVAILABLE, message), status=status, headers=headers)
-
-
-def invalid_field(field: str, message: str) -> ApiError:
-    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field})
 
 
 @extend_schema_serializer(component_name="MeUser")

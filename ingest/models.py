@@ -452,6 +452,19 @@ class Biomarker(TypedRow):
         indexes = [_sync_index("biomarkers")]
 
 
+# Every typed table, in one order wherever they are listed (the sync's tie-break, the ops counters).
+TYPED_MODELS: tuple[type[TypedRow], ...] = (
+    DailySummary,
+    SleepSession,
+    Activity,
+    BodyMeasurement,
+    NutritionDaily,
+    MenstruationDay,
+    Athlete,
+    Biomarker,
+)
+
+
 # The codes biomarkers_wide has a column for; the view's migration reads this list.
 WIDE_BIOMARKER_CODES = (
     "hemoglobin",

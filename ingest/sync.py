@@ -37,38 +37,20 @@ Activities are also deleted by Terra (`upload_type` 4): such a delete stays as a
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from django.db import connection, models, transaction
 
-from amy.errors import ApiError, ErrorCode
-from ingest.models import (
-    Activity,
-    Biomarker,
-    BodyMeasurement,
-    DailySummary,
-    LabUpload,
-    MenstruationDay,
-    NutritionDaily,
-    SleepSession,
-    TerraConnection,
-)
+from amy import pagination
+from amy.errors import invalid_field
+from ingest.models import TYPED_MODELS, Athlete, LabUpload, TerraConnection
 
-# The synced tables, in the order that breaks ties within one transaction.
+# The synced tables, in the order that breaks ties within one transaction: the typed tables but
+# athletes (no sync stamp: the CLI keeps no profile), then the uploads and the connections.
 SYNC_TABLES: dict[str, type[models.Model]] = {
-    "daily_summary": DailySummary,
-    "sleep_sessions": SleepSession,
-    "activities": Activity,
-    "body_measurements": BodyMeasurement,
-    "nutrition_daily": NutritionDaily,
-    "menstruation_days": MenstruationDay,
-    "biomarkers": Biomarker,
+    **{model._meta.db_table: model for model in TYPED_MODELS if model is not Athlete},
     "lab_uploads": LabUpload,
     "terra_connections": TerraConnection,
 }
@@ -77,18 +59,11 @@ _TABLE_INDEX = {name: index for index, name in enumerate(SYNC_TABLES)}
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 CURSOR_VERSION = 1
-_MAX_CURSOR_CHARS = 4096
 _MAX_BIGINT = 2**63 - 1
-_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]+")
-_LIMIT_CHARS = re.compile(r"[0-9]{1,6}")
 
 TOMBSTONE_FIELD = "deleted"
 Position = tuple[int, int]  # the last (sync_stamp, id) served
 BEGINNING: Position = (0, 0)
-
-
-def _invalid(field_name: str, message: str) -> ApiError:
-    return ApiError(message, code=ErrorCode.INVALID_FIELD, details={"field": field_name})
 
 
 # Parameters ---------------------------------------------------------------------------------------
@@ -106,8 +81,7 @@ def encode_cursor(cursor: Cursor) -> str:
         "t": {name: list(position) for name, position in cursor.rows.items()},
         "d": {name: list(position) for name, position in cursor.deletions.items()},
     }
-    raw = json.dumps(body, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor(body)
 
 
 def _positions(value: Any) -> dict[str, Position]:
@@ -127,26 +101,17 @@ def decode_cursor(raw: str | None) -> Cursor:
     """The client's cursor; none (or empty) = from the beginning. 400 `invalid_field` `cursor`."""
     if not raw:
         return Cursor()
-    if len(raw) > _MAX_CURSOR_CHARS or not _CURSOR_CHARS.fullmatch(raw):
-        raise _invalid("cursor", "The cursor is malformed.")
+    body = pagination.decode_cursor(raw)
     try:
-        decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
-        body = json.loads(decoded)
-        if not isinstance(body, dict) or set(body) - {"v", "t", "d"}:
-            raise ValueError
-        if type(body.get("v")) is not int or body["v"] != CURSOR_VERSION:
+        if set(body) - {"v", "t", "d"} or type(body.get("v")) is not int or body["v"] != CURSOR_VERSION:
             raise ValueError
         return Cursor(rows=_positions(body.get("t", {})), deletions=_positions(body.get("d", {})))
-    except (binascii.Error, UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
-        raise _invalid("cursor", "The cursor is malformed.") from None
+    except ValueError:
+        raise pagination.malformed_cursor() from None
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not _LIMIT_CHARS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _invalid("limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
-    return int(raw)
+    return pagination.parse_limit(raw, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
 
 
 def parse_tables(raw: str | None) -> list[str]:
@@ -156,7 +121,7 @@ def parse_tables(raw: str | None) -> list[str]:
         return list(SYNC_TABLES)
     unknown = sorted(names - set(SYNC_TABLES))
     if unknown:
-        raise _invalid("tables", f"Unknown table(s): {', '.join(unknown)}. Known: {', '.join(SYNC_TABLES)}.")
+        raise invalid_field("tables", f"Unknown table(s): {', '.join(unknown)}. Known: {', '.join(SYNC_TABLES)}.")
     return [name for name in SYNC_TABLES if name in names]
 
 
@@ -269,7 +234,7 @@ def _read_page(user_id: str, cursor: Cursor, tables: list[str], limit: int) -> S
     # beyond it comes from another database (or from before a restore) and would skip rows.
     for stamp, _ in [*cursor.rows.values(), *cursor.deletions.values()]:
         if stamp >= xmin:
-            raise _invalid("cursor", "The cursor is not from this server; sync again without one.")
+            raise pagination.malformed_cursor("The cursor is not from this server; sync again without one.")
 
     keys = _page_keys(user_id, cursor, tables, limit, xmin)
     has_more = len(keys) > limit

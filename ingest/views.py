@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from amy import metrics, tracing
 from amy.errors import ErrorCode, error_response
 from ingest.classify import classify, safe_text
+from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.services.webhook import DeliveryHeaders, raw_event_ingest
 from ingest.signature import InvalidSignature, signature_body_verify, signature_header_check
 
@@ -116,11 +116,8 @@ class TerraWebhookView(View):
             return _flat_error(401, "invalid_signature", request_id, reason=exc.reason.value)
 
         try:
-            body_text = body.decode("utf-8")
-            parsed = json.loads(body_text)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            parsed = None
-        if not isinstance(parsed, dict):
+            body_text, parsed = parse_json_object(body)
+        except NotAJsonObject:
             logger.warning("webhook rejected: body is not a JSON object")
             return _flat_error(400, "invalid_json", request_id)
 

@@ -5,11 +5,7 @@ Another user's upload answers exactly as an unknown id does: 404 `lab_not_found`
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-import re
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from amy import pagination
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
 from ingest.labs.heic import HeicTooLarge, heic_upload_check
 from ingest.labs.services import (
@@ -60,8 +57,6 @@ INVALID_FILE_TYPE = "invalid_file_type"
 LAB_NOT_FOUND = "lab_not_found"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-_LIMIT_CHARS = re.compile(r"[0-9]{1,4}")
-_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_ID = 2**63 - 1
 ACCEPTED = "PDF, JPEG, PNG or HEIC"
 
@@ -138,33 +133,17 @@ class LabUploadDetailSerializer(LabUploadSerializer):
 # Pagination ---------------------------------------------------------------------------------------
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not _LIMIT_CHARS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            f"limit must be an integer from 1 to {MAX_LIMIT}.", code=ErrorCode.INVALID_FIELD, details={"field": "limit"}
-        )
-    return int(raw)
-
-
 def encode_cursor(before_id: int) -> str:
-    raw = json.dumps({"before": before_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor({"before": before_id})
 
 
 def decode_cursor(raw: str | None) -> int | None:
     if not raw:
         return None
-    try:
-        if not _CURSOR_CHARS.fullmatch(raw):
-            raise ValueError
-        body = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True))
-        before = body.get("before") if isinstance(body, dict) and set(body) == {"before"} else None
-        if type(before) is not int or not 0 < before <= _MAX_ID:
-            raise ValueError
-    except (binascii.Error, UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
-        raise ApiError("The cursor is malformed.", code=ErrorCode.INVALID_FIELD, details={"field": "cursor"}) from None
+    body = pagination.decode_cursor(raw)
+    before = body.get("before") if set(body) == {"before"} else None
+    if type(before) is not int or not 0 < before <= _MAX_ID:
+        raise pagination.malformed_cursor()
     return before
 
 
@@ -286,7 +265,7 @@ class LabsApi(LabUploadApi):
     )
     def get(self, request: Request) -> Response:
         user: User = request.user  # type: ignore[assignment]
-        limit = _limit(request.query_params.get("limit"))
+        limit = pagination.parse_limit(request.query_params.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         before_id = decode_cursor(request.query_params.get("cursor"))
         uploads = lab_upload_list(user=user, before_id=before_id, limit=limit + 1)
         page, more = uploads[:limit], len(uploads) > limit

@@ -12,13 +12,13 @@ transaction (the row lock is held meanwhile), so its time bound is the lock's.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TypeGuard
 from urllib.parse import urlsplit
 
 from ingest.classify import classify
 from ingest.errors import BadData
+from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.models import RawEvent, RawEventSource
 from ingest.normalizers.base import EventContext, Outcome, skipped
 from ingest.publish import publish_after_commit
@@ -37,12 +37,9 @@ def normalize(context: EventContext) -> Outcome:
     body = payload_fetch(url)
 
     try:
-        body_text = body.decode("utf-8")
-        parsed = json.loads(body_text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadData(f"fetched payload is not JSON: {type(exc).__name__}") from exc
-    if not isinstance(parsed, dict):
-        raise BadData("fetched payload is not a JSON object")
+        body_text, parsed = parse_json_object(body)
+    except NotAJsonObject as exc:
+        raise BadData(f"fetched payload is {exc.reason}") from exc
     classification = classify(parsed)
     if classification.event_type == "s3_payload":
         raise BadData("fetched payload is itself an s3_payload")

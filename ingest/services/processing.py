@@ -23,7 +23,6 @@ unreached are nudged again; and a batch killed mid-way leaves its rows to the le
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -39,6 +38,7 @@ from django.db.models.functions import Now
 from amy import metrics, tracing
 from amy.request_context import current_request_id
 from ingest.errors import BadData
+from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.models import RawEvent, RawEventSource, RawEventState
 from ingest.normalizers import CONNECTION_READ_ONLY_TYPES, normalizer_for
 from ingest.normalizers.base import EventContext, Outcome
@@ -218,11 +218,9 @@ def event_context(raw_event: RawEvent | ClaimedEvent, request_id: str | None = N
     if raw_event.payload is None:
         raise BadData("payload erased")
     try:
-        payload = json.loads(raw_event.payload)
-    except (ValueError, RecursionError) as exc:
-        raise BadData(f"payload is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise BadData("payload is not a JSON object")
+        _, payload = parse_json_object(raw_event.payload)
+    except NotAJsonObject as exc:
+        raise BadData(f"payload is {exc.reason}") from exc
     return EventContext(
         raw_event_id=raw_event.pk,
         event_type=raw_event.event_type,

@@ -25,16 +25,11 @@ from django.utils import timezone
 
 from accounts.models import User
 from ingest.models import (
-    Activity,
-    Athlete,
-    BodyMeasurement,
+    TYPED_MODELS,
+    Biomarker,
     ConnectionStatus,
-    DailySummary,
-    MenstruationDay,
-    NutritionDaily,
     RawEvent,
     RawEventState,
-    SleepSession,
     TerraConnection,
     TypedRow,
 )
@@ -56,15 +51,7 @@ _REFRESH_PENDING, _REFRESH_FRESH, _REFRESH_FAILED = "pending", "fresh", "failed"
 
 # The typed tables that hold one connection's data (biomarkers come from lab uploads, not from a
 # connection, so erasing a connection keeps them).
-CONNECTION_TABLES: tuple[type[TypedRow], ...] = (
-    DailySummary,
-    SleepSession,
-    Activity,
-    BodyMeasurement,
-    NutritionDaily,
-    MenstruationDay,
-    Athlete,
-)
+CONNECTION_TABLES: tuple[type[TypedRow], ...] = tuple(model for model in TYPED_MODELS if model is not Biomarker)
 
 
 # Connect --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ingest.services.processing import raw_event_process
 from tests.conftest import PostWebhook
 from tests.terra import body_of, sample, signed_headers
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.admin_ops.trace_urls")]
+pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture
