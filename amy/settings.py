@@ -14,6 +14,7 @@ from pathlib import Path
 import environ
 from botocore.config import Config as BotoConfig
 from celery.schedules import crontab
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -344,11 +345,11 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 30.0
 # A pool child is replaced after this many tasks (a guard against slow leaks; the memory cap below
-# is the other). Each replacement pauses that child for about two seconds: at 1,000 a worker lost a
-# quarter of its throughput to them (bench/run normalize: 158 vs 211 events/s at 10,000).
+# is the other). Each replacement pauses that child: replaced too often, a worker loses much of its
+# throughput to them (the figures: docs/performance.md, normalize).
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("AMY_WORKER_MAX_TASKS_PER_CHILD", default=10_000)
-# Celery's Django fixup closes the database connection around every task unless this is set: a
-# new PostgreSQL connection per event cost a quarter of the worker's time (bench/run normalize).
+# Celery's Django fixup closes the database connection around every task unless this is set, and a
+# new PostgreSQL connection per event is costly (docs/performance.md, normalize).
 # Broken connections are still closed after each task (amy/celery.py).
 CELERY_DB_REUSE_MAX = CELERY_WORKER_MAX_TASKS_PER_CHILD
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
@@ -360,6 +361,30 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays 
 CELERY_TASK_DEFAULT_QUEUE = "amy"
 CELERY_TASK_ROUTES = {"ingest.normalize_raw_event": {"queue": "terra-events"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every periodic task, declared here only (docs/architecture.md says what each is for): Beat's
+# database scheduler writes them into its tables when it starts, where the console shows them.
+CELERY_BEAT_SCHEDULE = {
+    "drain_stuck_events": {
+        "task": "ingest.drain_stuck_events",
+        "schedule": crontab(minute="*/5"),
+        "options": {"queue": "amy"},
+    },
+    "reconcile_recent": {
+        "task": "ingest.reconcile_recent",
+        "schedule": crontab(minute="0", hour="3"),
+        "options": {"queue": "amy"},
+    },
+    "prune_traces": {
+        "task": "admin_ops.prune_traces",
+        "schedule": crontab(minute="30", hour="3"),
+        "options": {"queue": "amy"},
+    },
+    "purge_expired_device_logins": {
+        "task": "accounts.purge_expired_device_logins",
+        "schedule": crontab(minute="0", hour="4"),
+        "options": {"queue": "amy"},
+    },
+}
 # Every periodic task, declared here only (docs/architecture.md says what each is for): Beat's
 # database scheduler writes them into its tables when it starts, where the console shows them.
 CELERY_BEAT_SCHEDULE = {
