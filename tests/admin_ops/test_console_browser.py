@@ -4,7 +4,8 @@ selenium, against a live server on the test database and a real Celery worker.
 An operator logs in through the admin's own form, opens the dead letters, ticks two, runs the
 replay action, confirms, and sees both processed by the worker while the third stays dead. A
 screenshot of the dead-letter view is kept as a test artifact (`var/test-artifacts/`, or the
-directory in `AMY_TEST_ARTIFACTS`).
+directory in `AMY_TEST_ARTIFACTS`). Another lands on the home page, sees the verdict and the dead
+letters grouped by error on the first screen, and replays a whole group from there.
 
 Nothing is downloaded: the browser and driver are the apt packages `./scripts/test` installs, and
 naming both paths keeps selenium-manager from running at all.
@@ -30,6 +31,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from accounts.models import User
+from admin_ops.models import AuditRecord
 from ingest.models import DailySummary, RawEvent, RawEventState, TerraConnection
 from ingest.services.dead_letter import raw_event_dead_letter
 from tests.ledger import store
@@ -188,3 +190,70 @@ def test_an_operator_replays_two_fixed_dead_letters_from_the_browser_and_sees_th
     left_alone.refresh_from_db()
     assert (left_alone.state, left_alone.replay_count) == (RawEventState.DEAD, 0)
     assert DailySummary.objects.filter(user=user, raw_event=daily).exists()
+
+
+def _sign_in(browser: WebDriver, live_server: Any) -> None:
+    get_user_model().objects.create_superuser(STAFF, "dana@example.com", PASSWORD)
+    browser.get(f"{live_server.url}/console/")
+    _wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "id_username")))
+    browser.find_element(By.ID, "id_username").send_keys(STAFF)
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
+    _wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "pipeline-verdict")))
+
+
+def _within_first_screen(browser: WebDriver, element: WebElement) -> bool:
+    bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", element)
+    return bottom <= browser.execute_script("return window.innerHeight")
+
+
+def test_an_operator_sees_what_died_of_what_on_one_screen_and_replays_a_whole_group(
+    live_server: Any, live_worker: CeleryWorker, redis_client: redis.Redis, browser: WebDriver
+) -> None:
+    # given: two events that died of the same missing connection (their errors name different
+    # rows), one of something else; the connection now exists
+    daily, activity = _dead("daily"), _dead("activity")
+    RawEvent.objects.filter(pk=daily.pk).update(process_error=f"retries_exhausted: no connection (row {daily.pk})")
+    RawEvent.objects.filter(pk=activity.pk).update(
+        process_error=f"retries_exhausted: no connection (row {activity.pk})"
+    )
+    other = _dead("daily_two_days")
+    RawEvent.objects.filter(pk=other.pk).update(process_error="bad_data: data[0].metadata.start_time is missing")
+    user = User.objects.create(id=OUR_USER)
+    TerraConnection.objects.create(user=user, terra_user_id=GARMIN_TERRA_USER, provider="GARMIN")
+
+    # when: the operator signs in and lands on the console's home
+    _sign_in(browser, live_server)
+
+    # then: the verdict and the dead letters grouped by error are on the first screen
+    assert browser.save_screenshot(str(artifacts_dir() / "console-home.png"))
+    verdict = browser.find_element(By.ID, "pipeline-verdict")
+    groups = browser.find_element(By.ID, "dead-letter-groups")
+    assert _within_first_screen(browser, verdict)
+    assert _within_first_screen(browser, groups)
+    rows = [row.text for row in groups.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert rows[0].startswith("2 retries_exhausted: no connection (row <n>)")
+    assert rows[1].startswith("1 bad_data: data[<n>].metadata.start_time is missing")
+    assert browser.find_element(By.ID, "figure-dead").text.splitlines()[1] == "3"
+
+    # when: the operator triages the biggest group and replays it, confirming
+    groups.find_elements(By.LINK_TEXT, "triage")[0].click()
+    _wait(browser).until(expected_conditions.element_to_be_clickable((By.ID, "group-replay"))).click()
+    _wait(browser).until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#content input[type=submit]"))
+    ).click()
+    message = _wait(browser).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist")))
+    assert "Replayed 2 of 2 dead events" in message.text
+
+    # then: the worker processes the group; the other error's event stays dead
+    wait_for(
+        lambda: (
+            set(RawEvent.objects.filter(pk__in=[daily.pk, activity.pk]).values_list("state", flat=True))
+            == {RawEventState.PROCESSED}
+        ),
+        PROCESSED_TIMEOUT,
+        "the replayed group to be processed",
+        interval=0.2,
+    )
+    assert RawEvent.objects.get(pk=other.pk).state == RawEventState.DEAD
+    assert AuditRecord.objects.get(action="raw_events_replay").actor == STAFF
