@@ -4,11 +4,10 @@ In order: deauthorize every connection at Terra, delete the stored lab and impor
 one transaction delete typed rows, lab uploads (biomarkers with them) and imports, redact the
 ledger payloads of the user's Terra users, of the user's imports and lab reports, and of events
 parked naming the user (the rows stay as tombstones without payload), delete the user's
-Idempotency-Key answers and the user; after the commit, delete the trace rows naming the user,
-their Terra users or their ledger rows. Terra and the file store come first because they can fail
-transiently: the task retries them, and on its last attempt records what it could not do on the
-erasure and erases the database rows regardless — the user's data in our database must go even
-when Terra is down. Safe to run any number of times: a finished erasure is not run again.
+Idempotency-Key answers, the trace rows naming the user, their Terra users or their ledger rows,
+and the user. Terra and the file store come first because they can fail transiently: the task
+retries them, and on its last attempt records what it could not do on the erasure and erases the
+database rows regardless — the user's data in our database must go even when Terra is down. Safe to run any number of times: a finished erasure is not run again.
 """
 
 from __future__ import annotations
@@ -80,10 +79,11 @@ def user_erase(*, user_id: str, final_attempt: bool, client: TerraClient | None 
         if erasure is None:  # another run finished meanwhile
             return EraseStatus.ALREADY_DONE
         rows = _erase_rows(user_id)
+        # In the same transaction: an erasure marked done has deleted them, or is run again.
+        traces = _traces_delete(user_id, rows)
         erasure.completed_at = timezone.now()
         erasure.errors = problems.items
         erasure.save(update_fields=["completed_at", "errors"])
-    traces = _traces_delete(user_id, rows)
     logger.info(
         "user erased: %d typed rows, %d ledger payloads, %d traces, %d problems left for operators",
         rows.typed_rows,
@@ -200,8 +200,8 @@ def _erase_rows(user_id: str) -> _RowsErased:
 
 
 def _traces_delete(user_id: str, rows: _RowsErased) -> int:
-    """Trace rows naming the user, their Terra users or their ledger rows. After the commit: the
-    tracer writes from a background thread, and the erasure's own transaction traced nothing yet."""
+    """Trace rows naming the user, their Terra users or their ledger rows. trace_events has no
+    index on terra_user_id: that part reads the table once, which an erasure can afford."""
     names_user = Q(user_id=user_id) | Q(terra_user_id__in=rows.terra_user_ids)
     deleted, _ = TraceEvent.objects.filter(names_user).delete()
     for start in range(0, len(rows.raw_event_ids), _TRACE_DELETE_CHUNK):
