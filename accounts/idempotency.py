@@ -100,10 +100,20 @@ def _user_id(request: HttpRequest) -> str | None:
     return user.pk
 
 
-def _max_body_bytes() -> int:
-    """The largest body any endpoint accepts (an import, multipart overhead included): a body
-    declared larger is refused by its view before it is read, so it is not read here either."""
-    return max(settings.AMY_IMPORT_MAX_BYTES, settings.AMY_LAB_MAX_BYTES) + 64 * 1024
+# The multipart overhead the upload endpoints allow over their file cap (ingest/labs/upload.py,
+# ingest/imports/views.py).
+_MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _max_body_bytes(path: str) -> int:
+    """The largest body this endpoint accepts. A body declared larger is refused by its view from
+    the declared length before any of it is read, so it is not read here either: reading it to
+    compare it would commit memory or disk to a body the endpoint refuses."""
+    if path == "/v1/import":
+        return settings.AMY_IMPORT_MAX_BYTES + _MULTIPART_OVERHEAD_BYTES
+    if path in ("/v1/labs", "/v1/labs/upload"):
+        return settings.AMY_LAB_MAX_BYTES + _MULTIPART_OVERHEAD_BYTES
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE or _SPOOL_IN_MEMORY_BYTES
 
 
 class _ChainedStream(io.RawIOBase):
@@ -196,7 +206,7 @@ def _multipart_meaning(request: HttpRequest, body: _SpooledBody) -> dict[str, An
 
 
 def _json_meaning(body: _SpooledBody) -> str | None:
-    if body.size > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+    if body.size > (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or _SPOOL_IN_MEMORY_BYTES):
         return None  # a large import: its bytes, rather than its parse in memory
     try:
         return json.dumps(json.loads(body.read_all()), sort_keys=True, separators=(",", ":"))
@@ -242,18 +252,19 @@ class IdempotencyMiddleware:
         user_id = _user_id(request)
         if user_id is None:
             return self.get_response(request)  # the view answers 401
+        limit = _max_body_bytes(request.path)
         declared = request.META.get("CONTENT_LENGTH") or ""
-        if declared.isdigit() and int(declared) > _max_body_bytes():
-            return self.get_response(request)  # the view answers 413 without reading it
+        if declared.isdigit() and int(declared) > limit:
+            return self.get_response(request)  # the view refuses it without reading it
         try:
-            body = _SpooledBody(request, _max_body_bytes())
+            body = _SpooledBody(request, limit)
         except UnreadablePostError:
             return error_response(ErrorCode.INVALID_REQUEST, "The body could not be read.", 400)
         try:
             fingerprint = _fingerprint(request, body)
             body.hand_to_view(request)
             if body.over_limit:
-                return self.get_response(request)  # the view answers 413
+                return self.get_response(request)  # the view refuses it
             return self._once(request, user_id, key, fingerprint)
         finally:
             body.close()

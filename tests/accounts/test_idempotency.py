@@ -12,12 +12,12 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from django.http import HttpRequest
-from django.test import Client
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, RequestFactory
 from django.test.client import encode_multipart
 from django.utils import timezone
 
-from accounts.idempotency import _SpooledBody, idempotency_forget_user
+from accounts.idempotency import IdempotencyMiddleware, _SpooledBody, idempotency_forget_user
 from accounts.models import IdempotencyKey, User
 from accounts.tokens import cli_token_issue
 from tests.accounts import idempotency_urls
@@ -255,3 +255,34 @@ def test_a_retry_while_the_first_request_runs_is_409_in_use_then_replays_once_it
     after = Client().post("/v1/slow", {}, content_type="application/json", headers=headers)
     assert after["Idempotent-Replayed"] == "true"
     assert after.json() == answers[0].json()
+
+
+@pytest.mark.parametrize(
+    ("path", "declared"),
+    [
+        ("/v1/labs", 20 * 1024 * 1024),  # over the lab cap, under the import cap
+        ("/v1/labs/upload", 11 * 1024 * 1024),
+        ("/v1/import", 51 * 1024 * 1024),
+        ("/v1/echo", 3 * 1024 * 1024),  # over what any other endpoint reads
+    ],
+)
+def test_a_keyed_body_declared_over_its_endpoints_cap_is_left_unread_for_the_view_to_refuse(
+    path: str, declared: int
+) -> None:
+    request = RequestFactory().post(
+        path,
+        b"only the head was sent",
+        content_type="multipart/form-data; boundary=b",
+        headers={"Authorization": f"Bearer {token()}", "Idempotency-Key": "big"},
+    )
+    request.META["CONTENT_LENGTH"] = str(declared)
+    sent = request.META["wsgi.input"]
+    seen: list[bool] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append(sent.read_started)
+        return HttpResponse(status=413)
+
+    assert IdempotencyMiddleware(view)(request).status_code == 413
+    assert seen == [False]  # the view gets the body as sent, not one byte of it read
+    assert not IdempotencyKey.objects.exists()
