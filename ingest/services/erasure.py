@@ -7,7 +7,8 @@ parked naming the user (the rows stay as tombstones without payload), delete the
 Idempotency-Key answers, the trace rows naming the user, their Terra users or their ledger rows,
 and the user. Terra and the file store come first because they can fail transiently: the task
 retries them, and on its last attempt records what it could not do on the erasure and erases the
-database rows regardless — the user's data in our database must go even when Terra is down. Safe to run any number of times: a finished erasure is not run again.
+database rows regardless — the user's data in our database must go even when Terra is down. Safe
+to run any number of times: a finished erasure is not run again.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _delete_files(user_id: str, problems: _Problems) -> None:
 class _RowsErased:
     typed_rows: int
     raw_events: int
-    # What names the user in rows outside the ones erased here (traces): kept for the last step.
+    # What names the user in rows outside the ones erased here: for the trace rows.
     terra_user_ids: list[str]
     raw_event_ids: list[int]
 
@@ -183,7 +184,10 @@ def _erase_rows(user_id: str) -> _RowsErased:
     ]
     lab_reports = RawEvent.objects.filter(event_type=LAB_REPORT, reference_id__in=terra_upload_ids)
     raw_event_ids = [
-        *RawEvent.objects.filter(terra_user_id__in=terra_user_ids).values_list("pk", flat=True),
+        # As connection_data_erase selects them: not the rows another user imported.
+        *RawEvent.objects.filter(
+            Q(user_id__isnull=True) | Q(user_id=user_id), terra_user_id__in=terra_user_ids
+        ).values_list("pk", flat=True),
         *(imported | parked | lab_reports).values_list("pk", flat=True),
     ]
     for rows in (imported, parked, lab_reports):
