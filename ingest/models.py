@@ -52,6 +52,9 @@ class RawEvent(models.Model):
     queued_at = models.DateTimeField(db_default=Now())
     state = models.CharField(max_length=16, choices=RawEventState.choices, default=RawEventState.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
+    # Transient failures retried so far: on the row, so that a lost retry message or a drain's
+    # nudge continues the count instead of starting it again.
+    retries = models.PositiveIntegerField(default=0, db_default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     process_error = models.TextField(null=True, blank=True)

@@ -15,43 +15,33 @@ from ingest.imports.services import (
     import_jobs_requeue,
 )
 from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_uploads_resubmit_stale
+from ingest.queues import NORMALIZE_TASK
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
 from ingest.services.erasure import erasure_publish, erasures_requeue, user_erase
-from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_process_ready
+from ingest.services.processing import raw_events_process_ready
 from ingest.services.reconcile import RECONCILE_TIME_BUDGET_SECONDS, reconcile_recent
 from ingest.terra_client import TerraRejected, TerraUnavailable
 from ingest.terra_task import TerraTask
 
 logger = logging.getLogger(__name__)
 
+
 @shared_task(
-    bind=True,
-    name="ingest.normalize_raw_event",
+    name=NORMALIZE_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=None,  # the service counts retries and deliveries against the settings
 )
 def normalize_raw_event(
-    self: Task, raw_event_id: int, request_id: str | None = None, retry_of: int | None = None
-) -> None:
-    """Normalize one ledger row; safe to run any number of times for the same id."""
+    raw_event_id: int | None = None, request_id: str | None = None, retry_of: int | None = None
+) -> dict[str, int]:
+    """A delivery: the named row (if any) and the rows waiting with it, batch after batch; safe to
+    run any number of times. Retries are messages of their own, sent by the service."""
     token = current_request_id.set(request_id)
     try:
-        result = raw_event_process(
-            raw_event_id=raw_event_id, request_id=request_id, retries=self.request.retries, retry_of=retry_of
-        )
+        return raw_events_process_ready(raw_event_id=raw_event_id, retry_of=retry_of)
     finally:
         current_request_id.reset(token)
-    if result.status == ProcessStatus.RETRY:
-        raise self.retry(
-            countdown=result.retry_in,
-            kwargs={"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": result.attempts},
-        )
-    if result.status != ProcessStatus.NOT_CLAIMED:
-        # One message's hand-off costs more than an event's work: take the rows waiting behind
-        # it too. A message that found its row done already skips this (a batch just ran).
-        raw_events_process_ready()
 
 
 @shared_task(name="ingest.drain_stuck_events", acks_late=True)

@@ -1,7 +1,9 @@
 """The normalizer registry: one function per event type, from a parsed payload to typed rows.
 
-A normalizer runs inside the worker's transaction, writes its rows, and returns an Outcome; it
-raises BadData for a payload that can never normalize. Registering a type is one line here.
+A data type's normalizer is its pure parser (payload in, rows out; `DataEvent`): the worker resolves
+the owner and writes the rows (ingest/services/owners.py, ingest/services/processing.py). Any
+other normalizer runs inside the worker's transaction and returns an Outcome. Both raise BadData
+for a payload that can never normalize. Registering a type is one line here.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from ingest.normalizers import (
     s3_payload,
     sleep,
 )
-from ingest.normalizers.base import EventContext, Normalizer, Outcome, skipped
-from ingest.normalizers.data import data_event
+from ingest.normalizers.base import EventContext, Normalizer, Outcome, data_event, skipped
 
 # Recorded and marked skipped:<type>: nothing to store by design.
 SKIPPED_TYPES = frozenset(
@@ -49,13 +50,6 @@ DATA_TYPES: dict[str, Normalizer] = {
     "lab_report": labs.normalize,
     "s3_payload": s3_payload.normalize,
 }
-
-
-# Types whose normalizer never writes a terra_connections row, so a batch may keep holding the
-# connections it read for them (data.connections_held); any other type forgets them first.
-CONNECTION_READ_ONLY_TYPES = frozenset(
-    {"daily", "sleep", "activity", "body", "nutrition", "menstruation", "athlete", UNKNOWN, *SKIPPED_TYPES}
-)
 
 
 def _skip_type(context: EventContext) -> Outcome:

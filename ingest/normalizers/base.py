@@ -46,13 +46,13 @@ class Outcome:
     reason: str | None = None
     user_id: str | None = None
     # Work for after the commit (a nudge, a backfill request): never inside the transaction.
-    after_commit: tuple[Callable[[], None], ...] = field(default=())
+    after_commit: tuple[Callable[[], object], ...] = field(default=())
     written: WriteStats = field(default_factory=WriteStats)
 
 
 def processed(
     user_id: str | None = None,
-    after_commit: tuple[Callable[[], None], ...] = (),
+    after_commit: tuple[Callable[[], object], ...] = (),
     written: WriteStats | None = None,
 ) -> Outcome:
     return Outcome(RawEventState.PROCESSED, user_id=user_id, after_commit=after_commit, written=written or WriteStats())
@@ -83,3 +83,27 @@ class ParsedRows:
 
     def add(self, model: type, values: dict[str, Any]) -> None:
         self.rows.append((model, values))
+
+
+Parser = Callable[[dict[str, Any]], ParsedRows]
+
+
+@dataclass(frozen=True)
+class DataEvent:
+    """A data event type's normalizer: its pure parser, and the owner lookup and writes around it.
+
+    The worker runs `parse` itself and writes a whole batch's rows together; called on one event
+    (renormalize, a replay's dry run) it does the same for that event alone.
+    """
+
+    parse: Parser
+
+    def __call__(self, context: EventContext) -> Outcome:
+        # Imported here: the services import the normalizers (their types and parsers).
+        from ingest.services.owners import data_event_normalize
+
+        return data_event_normalize(context, self.parse)
+
+
+def data_event(parse: Parser) -> DataEvent:
+    return DataEvent(parse)

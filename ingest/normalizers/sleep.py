@@ -3,18 +3,19 @@
 One `SleepSession` row per `data[]` item, keyed by `metadata.summary_id` (nullable in Terra's
 schema: the `metadata.start_time` string as sent stands in for it). `sleep_score` is `scores.sleep`,
 else `data_enrichment.sleep_score`; it is a merged field, so the writer keeps a stored value when
-this copy's is null.
+this copy's is null. A `summary_id` longer than the column is bad data, as for activities.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from ingest.errors import BadData
 from ingest.models import SleepSession
 from ingest.normalizers.base import ParsedRows
 from ingest.normalizers.values import PayloadReader, data_items
 
-SUMMARY_ID_MAX_LENGTH = SleepSession._meta.get_field("summary_id").max_length
+SUMMARY_ID_MAX_LENGTH = cast(int, SleepSession._meta.get_field("summary_id").max_length)
 DURATIONS = "sleep_durations_data"
 HEART = ("heart_rate_data", "summary")
 
@@ -22,11 +23,14 @@ HEART = ("heart_rate_data", "summary")
 def parse(payload: dict[str, Any]) -> ParsedRows:
     reader = PayloadReader()
     parsed = ParsedRows()
-    for item in data_items(payload):
+    for index, item in enumerate(data_items(payload)):
         start_time = reader.required_time(item, "metadata", "start_time")
-        summary_id = reader.text(item, "metadata", "summary_id", max_length=SUMMARY_ID_MAX_LENGTH)
+        summary_id = reader.text(item, "metadata", "summary_id")
         if not summary_id or not summary_id.strip():
-            summary_id = reader.text(item, "metadata", "start_time", max_length=SUMMARY_ID_MAX_LENGTH)
+            summary_id = reader.text(item, "metadata", "start_time")
+        if summary_id is not None and len(summary_id) > SUMMARY_ID_MAX_LENGTH:
+            # Cut, two sessions sharing a prefix would overwrite each other.
+            raise BadData(f"data[{index}].metadata.summary_id is longer than {SUMMARY_ID_MAX_LENGTH} characters")
         sleep_score = reader.number(item, "scores", "sleep")
         if sleep_score is None:
             sleep_score = reader.number(item, "data_enrichment", "sleep_score")

@@ -1,24 +1,30 @@
-"""raw_event_process: one delivery of one ledger row through its normalizer.
+"""The worker's one path: a delivery claims a batch of ledger rows and runs it through one pipeline.
 
-The shape of a delivery:
-1. Claim the row and count the delivery in its own committed transaction, before any work, so
-   that a delivery that kills its worker is counted too (Redis would redeliver it forever under
-   reject_on_worker_lost; the counter stops it at AMY_MAX_DELIVERIES).
-2. Do the work and mark the row in a second transaction that holds the row lock: a concurrent
-   delivery of the same id skips the locked row, and one that claimed in between makes this
-   delivery stale (its `attempts` no longer matches), so exactly one delivery writes.
-3. On failure: bad data is dead-lettered at once; anything else is retried with backoff and
-   jitter, then dead-lettered.
+A delivery (a Celery message) claims its own row, if it names one, and the oldest waiting rows
+behind it, in one statement that counts each row's delivery and commits before any work: a
+delivery that kills its worker is counted too, and AMY_MAX_DELIVERIES stops it. A single event is
+a batch of one (`raw_event_process`).
 
-After its own event, a delivery may take further `received` rows in bounded batches
-(`raw_events_process_ready`): the Celery hand-off of one message costs more than normalizing an
-event, so one message normalizes many. The batch keeps the same guarantees: its claim counts each
-row's delivery and commits before the work; its transaction holds the rows' locks (a message for
-one of them skips it, as it would skip a row another delivery holds); each event runs in its own
-savepoint (a failure rolls back that event alone and takes the single path's retry or dead-letter
-route); a row's own nudge, arriving while a batch holds it, leaves it alone (the claim marks it
-`claimed_by_batch`, so it does not look like a row whose holder is gone); rows a batch gives back
-unreached are nudged again; and a batch killed mid-way leaves its rows to the lease and the drain.
+The pipeline (`raw_events_run`):
+1. Normalize, outside any transaction: each data event's payload through its pure parser. A
+   payload that can never normalize is dead-lettered at once.
+2. One short transaction per run of data events: lock the claimed rows still ours (a delivery
+   that claimed one since makes ours stale: exactly one writer), read the Terra users'
+   connections FOR SHARE in one statement, write every typed table once for the whole run
+   (ingest/services/typed_rows.py: tables in a fixed order, rows in natural-key order, so that
+   workers writing the same rows wait for each other instead of deadlocking), and mark the rows
+   in one statement. Any other event (lifecycle, labs, a redelivered row that may have killed
+   its worker before) runs alone in its own transaction, in ledger order.
+3. A run that fails as a whole is taken again one event at a time; an event that fails alone
+   takes the failure route: bad data is dead at once; anything else retries (the count lives on
+   the row, `retries`) with backoff and jitter through a message that names this delivery, then
+   is dead-lettered.
+
+A delivery keeps claiming while its claims come back full, and a full claim nudges one more
+worker (through the same coalesced nudge the webhook uses, ingest/publish.py), so every worker
+process and node gets work while rows wait; a delivery that runs out of its time slice with rows
+left nudges a continuation. A row's own message, arriving after a batch took it, finds it done or
+held and costs one statement.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 
@@ -40,11 +46,13 @@ from amy.request_context import current_request_id
 from ingest.errors import BadData
 from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.models import RawEvent, RawEventSource, RawEventState
-from ingest.normalizers import CONNECTION_READ_ONLY_TYPES, normalizer_for
-from ingest.normalizers.base import EventContext, Outcome
-from ingest.normalizers.data import connections_forget, connections_held
-from ingest.publish import NORMALIZE_QUEUE, NORMALIZE_TASK, publish_raw_events
+from ingest.normalizers import normalizer_for
+from ingest.normalizers.base import DataEvent, EventContext, Outcome, ParsedRows, processed
+from ingest.publish import nudge_workers, publish_task
+from ingest.queues import NORMALIZE_QUEUE, NORMALIZE_TASK
 from ingest.services.dead_letter import raw_event_dead_letter
+from ingest.services.owners import connections_for_share, resolve_owner
+from ingest.services.typed_rows import EventRows, typed_rows_write_many
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +60,23 @@ _MAX_ERROR_LENGTH = 2000
 
 # What a claim returns: everything the work needs, so that it never reads the row again.
 _CLAIMED_COLUMNS = (
-    "id, attempts, event_type, terra_user_id, reference_id, provider, ordering_ts, request_id, payload, source, user_id"
+    "r.id, r.attempts, r.retries, r.event_type, r.terra_user_id, r.reference_id, r.provider, r.ordering_ts, "
+    "r.request_id, r.payload, r.source, r.user_id"
 )
-_CLAIM_SET = """
-SET attempts = attempts + 1, state = 'processing', process_error = %(claim_mark)s,
-    lease_until = now() + make_interval(secs => %(lease_seconds)s)
-"""
 
-# What a batch's claim leaves in process_error until the row's work is done: its own nudge (still
-# queued) must not take the row as one whose holder is gone, as it would a NULL; a batch that
-# dies mid-way leaves its rows to the lease and the drain.
+# What a batch's claim leaves in process_error until the row's work is done: the row's own nudge
+# (still queued) must not take it as one whose holder is gone, as it would a NULL; a batch that
+# dies mid-way leaves its rows to the lease.
 BATCH_CLAIM_MARK = "claimed_by_batch"
 
-# A row is claimable when it waits (`received`), when its holder is gone (`processing` with no
-# pending retry, or a lease that ran out), or by the retry message its own failure scheduled.
-# SKIP LOCKED: a row locked by a live worker is being processed right now; leave it alone.
+# The claim. The delivery's own row is claimable when it waits (`received`), when its holder is
+# gone (`processing` with no batch or retry pending, or a lease that ran out), or by the retry
+# message its own failure scheduled (`retry_of` = the delivery count it was scheduled from).
+# The batch: the oldest rows that wait, or whose lease ran out (a holder that died, a retry
+# message that was lost), served by the drain's partial index on (queued_at, id).
+# SKIP LOCKED: a row locked by another claim or a live holder's transaction is left to it.
 _CLAIM_SQL = f"""
-UPDATE raw_events {_CLAIM_SET}
-WHERE id = (
+WITH own AS (
     SELECT id FROM raw_events
     WHERE id = %(raw_event_id)s
       AND (state = 'received'
@@ -78,20 +85,19 @@ WHERE id = (
                     OR lease_until IS NULL OR lease_until < now()
                     OR attempts = %(retry_of)s)))
     FOR UPDATE SKIP LOCKED
-)
-RETURNING {_CLAIMED_COLUMNS}
-"""
-
-# The batch: the oldest waiting rows (the drain's partial index serves `state = 'received'`).
-_CLAIM_READY_SQL = f"""
-UPDATE raw_events {_CLAIM_SET}
-WHERE id IN (
+), ready AS (
     SELECT id FROM raw_events
-    WHERE state = 'received'
+    WHERE (state = 'received' OR (state = 'processing' AND (lease_until IS NULL OR lease_until < now())))
+      AND id <> %(raw_event_id)s
     ORDER BY queued_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
+UPDATE raw_events r
+SET attempts = r.attempts + 1, state = 'processing',
+    process_error = CASE WHEN r.id = %(raw_event_id)s THEN NULL ELSE '{BATCH_CLAIM_MARK}' END,
+    lease_until = now() + make_interval(secs => %(lease_seconds)s)
+WHERE r.id IN (SELECT id FROM own UNION ALL SELECT id FROM ready)
 RETURNING {_CLAIMED_COLUMNS}
 """
 
@@ -100,27 +106,12 @@ _LOCK_SQL = """
 SELECT r.id FROM raw_events r
 JOIN unnest(%s::bigint[], %s::bigint[]) AS c(id, attempts) ON r.id = c.id AND r.attempts = c.attempts
 WHERE r.state = 'processing'
+ORDER BY r.id
 FOR UPDATE OF r
 """
 
-_LOCK_ONE_SQL = "SELECT id FROM raw_events WHERE id = %s AND attempts = %s AND state = 'processing' FOR UPDATE"
-
-_RELEASE_SQL = """
-UPDATE raw_events r SET state = 'received', attempts = r.attempts - 1, lease_until = NULL, process_error = NULL
-FROM unnest(%s::bigint[], %s::bigint[]) AS c(id, attempts)
-WHERE r.id = c.id AND r.attempts = c.attempts AND r.state = 'processing'
-RETURNING r.id
-"""
-
+# A run's marks in one statement (the rows are locked by the run's transaction).
 _MARK_SQL = """
-UPDATE raw_events
-SET state = %s, process_error = %s, processed_at = CASE WHEN %s THEN statement_timestamp() END,
-    lease_until = NULL, user_id = COALESCE(%s, user_id)
-WHERE id = %s
-"""
-
-# A batch's marks in one statement (the rows are locked by the batch's transaction).
-_MARK_MANY_SQL = """
 UPDATE raw_events r
 SET state = m.state, process_error = m.reason,
     processed_at = CASE WHEN m.state IN ('processed', 'skipped') THEN statement_timestamp() END,
@@ -129,7 +120,14 @@ FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS m(id, state, re
 WHERE r.id = m.id
 """
 
-_FINAL_STATES = (RawEventState.PROCESSED, RawEventState.SKIPPED)
+# A failure that will be retried: the row stays `processing`, leased past the countdown plus a
+# run, so that batches and the drain leave it to its retry message (or take it once that is late).
+_SCHEDULE_RETRY_SQL = """
+UPDATE raw_events
+SET retries = retries + 1, process_error = %s,
+    lease_until = now() + make_interval(secs => %s)
+WHERE id = %s AND attempts = %s AND state = 'processing'
+"""
 
 
 @dataclass(frozen=True)
@@ -138,6 +136,7 @@ class ClaimedEvent:
 
     pk: int
     attempts: int
+    retries: int
     event_type: str
     terra_user_id: str
     reference_id: str
@@ -151,7 +150,7 @@ class ClaimedEvent:
 
 class ProcessStatus(StrEnum):
     DONE = "done"  # processed, skipped or parked
-    RETRY = "retry"  # a transient failure; the caller schedules the retry
+    RETRY = "retry"  # a transient failure; its retry message is sent after the commit
     DEAD = "dead"
     NOT_CLAIMED = "not_claimed"  # terminal already, or another delivery holds it
 
@@ -170,47 +169,44 @@ def retry_countdown(retries: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
 
 
-def _claim(*, raw_event_id: int, retry_of: int | None) -> ClaimedEvent | None:
-    # One statement in autocommit: committed before the work, with no BEGIN/COMMIT round trips.
+# Claims
+# ------------------------------------------------------------------------------
+
+
+def raw_events_claim(
+    *, raw_event_id: int | None = None, retry_of: int | None = None, limit: int = 0
+) -> list[ClaimedEvent]:
+    """Claim the delivery's own row (if it names one) and up to `limit` waiting rows, counting a
+    delivery of each, in one statement committed before any work; in ledger order."""
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL,
             {
-                "raw_event_id": raw_event_id,
+                "raw_event_id": raw_event_id if raw_event_id is not None else -1,
                 "retry_of": retry_of if retry_of is not None else -1,
+                "limit": max(limit, 0),
                 "lease_seconds": settings.AMY_TASK_TIME_LIMIT,
-                "claim_mark": None,
             },
-        )
-        row = cursor.fetchone()
-    return ClaimedEvent(*row) if row else None
-
-
-def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | None:
-    """Claim a delivery; return the row's delivery count, or None when it is not ours to process."""
-    claimed = _claim(raw_event_id=raw_event_id, retry_of=retry_of)
-    return claimed.attempts if claimed else None
-
-
-def raw_events_claim_ready(*, limit: int) -> list[ClaimedEvent]:
-    """Claim up to `limit` waiting rows, oldest first, counting a delivery of each (committed)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_READY_SQL,
-            {"limit": limit, "lease_seconds": settings.AMY_TASK_TIME_LIMIT, "claim_mark": BATCH_CLAIM_MARK},
         )
         rows = cursor.fetchall()
     return sorted((ClaimedEvent(*row) for row in rows), key=lambda claimed: claimed.pk)
 
 
+def raw_event_claim(*, raw_event_id: int, retry_of: int | None = None) -> int | None:
+    """Claim one row's delivery; return its delivery count, or None when it is not ours to process."""
+    claimed = raw_events_claim(raw_event_id=raw_event_id, retry_of=retry_of)
+    return claimed[0].attempts if claimed else None
+
+
 def _lock_claimed(claimed: list[ClaimedEvent]) -> set[int]:
     """Lock, in the current transaction, the claimed rows no other delivery claimed since."""
     with connection.cursor() as cursor:
-        if len(claimed) == 1:
-            cursor.execute(_LOCK_ONE_SQL, [claimed[0].pk, claimed[0].attempts])
-        else:
-            cursor.execute(_LOCK_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
+        cursor.execute(_LOCK_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
         return {row[0] for row in cursor.fetchall()}
+
+
+# What a normalizer sees
+# ------------------------------------------------------------------------------
 
 
 def event_context(raw_event: RawEvent | ClaimedEvent, request_id: str | None = None) -> EventContext:
@@ -228,7 +224,7 @@ def event_context(raw_event: RawEvent | ClaimedEvent, request_id: str | None = N
         reference_id=raw_event.reference_id,
         provider=raw_event.provider,
         ordering_ts=raw_event.ordering_ts,
-        request_id=request_id or raw_event.request_id,
+        request_id=raw_event.request_id or request_id,
         payload=payload,
         # Imported rows belong to the importing user whatever Terra user they name.
         user_id=raw_event.user_id if raw_event.source == RawEventSource.IMPORT else None,
@@ -247,278 +243,302 @@ def raw_event_mark(raw_event: RawEvent, outcome: Outcome) -> None:
     )
 
 
-def _mark(claimed: ClaimedEvent, outcome: Outcome) -> None:
-    # raw_event_mark's statement, without the ORM's per-call query building.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _MARK_SQL, [outcome.state, outcome.reason, outcome.state in _FINAL_STATES, outcome.user_id, claimed.pk]
-        )
-
-
-def _normalize(claimed: ClaimedEvent, request_id: str | None) -> Outcome:
-    """The work of one claimed, locked row, in the caller's transaction (or savepoint)."""
-    metrics.note_event_type(claimed.event_type)
-    context = event_context(claimed, request_id)
-    outcome = normalizer_for(claimed.event_type)(context)
-    _mark(claimed, outcome)
-    for callback in outcome.after_commit:
-        transaction.on_commit(callback, robust=True)
-    return outcome
-
-
-def _normalize_claimed(claimed: ClaimedEvent, request_id: str | None) -> Outcome | None:
-    """The work of one claimed delivery, in one transaction; None when the claim went stale."""
-    with transaction.atomic():
-        if not _lock_claimed([claimed]):
-            return None
-        return _normalize(claimed, request_id)
-
-
-def _schedule_retry(*, raw_event_id: int, attempts: int, error: str, countdown: float) -> None:
-    # The row stays `processing`, leased past the countdown plus a run, so the drain leaves it
-    # to the retry message; the message claims it by its `retry_of` = this delivery count.
-    RawEvent.objects.filter(pk=raw_event_id, attempts=attempts, state=RawEventState.PROCESSING).update(
-        process_error=error[:_MAX_ERROR_LENGTH],
-        lease_until=Now() + timedelta(seconds=countdown + settings.AMY_TASK_TIME_LIMIT),
-    )
-
-
-@metrics.timed_normalize
-def raw_event_process(
-    *, raw_event_id: int, request_id: str | None = None, retries: int = 0, retry_of: int | None = None
-) -> ProcessResult:
-    """Process one delivery of a ledger row. Never raises for the event's own failures."""
-    claimed = _claim(raw_event_id=raw_event_id, retry_of=retry_of)
-    if claimed is None:
-        # Terminal, or held by another delivery: once batches run, most nudges find their row done,
-        # so this is the common case and costs one statement (no trace; counted in the metrics).
-        logger.debug("raw_event %d not claimed (terminal, or held by another delivery)", raw_event_id)
-        return ProcessResult(ProcessStatus.NOT_CLAIMED)
-    span = tracing.start("normalize", raw_event_id=raw_event_id, request_id=request_id, retries=retries)
-    result = _process(claimed, request_id=request_id, retries=retries, span=span)
-    span.end(attempts=result.attempts, outcome=result.state or result.status)
-    return result
-
-
-def _process(claimed: ClaimedEvent, *, request_id: str | None, retries: int, span: tracing.Span) -> ProcessResult:
-    if claimed.attempts > settings.AMY_MAX_DELIVERIES:
-        raw_event_dead_letter(raw_event_id=claimed.pk, error="max_deliveries", attempts=claimed.attempts)
-        return ProcessResult(ProcessStatus.DEAD, attempts=claimed.attempts)
-    try:
-        outcome = _normalize_claimed(claimed, request_id)
-    except Exception as exc:  # noqa: BLE001 - the one boundary where any failure becomes a retry or a dead letter
-        return _failed(claimed, exc, retries=retries, span=span)
-    if outcome is None:
-        logger.info("raw_event %d claim went stale; another delivery processes it", claimed.pk)
-        return ProcessResult(ProcessStatus.NOT_CLAIMED, attempts=claimed.attempts)
-    logger.info("raw_event %d %s %s", claimed.pk, outcome.state, outcome.reason or "")
-    return ProcessResult(ProcessStatus.DONE, attempts=claimed.attempts, state=outcome.state)
-
-
-def _failed(claimed: ClaimedEvent, exc: Exception, *, retries: int, span: tracing.Span) -> ProcessResult:
-    """A delivery's failure: bad data is dead at once; anything else retries, then is dead."""
-    raw_event_id, attempts = claimed.pk, claimed.attempts
-    if isinstance(exc, BadData):
-        span.fail(exc, attempts=attempts, outcome="dead")
-        logger.warning("raw_event %d is bad data, dead-lettered: %s", raw_event_id, exc)
-        raw_event_dead_letter(raw_event_id=raw_event_id, error=f"bad_data: {exc}", attempts=attempts)
-        return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
-    error = f"{type(exc).__name__}: {exc}"
-    span.fail(exc, attempts=attempts, outcome="retry" if retries < settings.AMY_MAX_RETRIES else "dead")
-    if retries >= settings.AMY_MAX_RETRIES:
-        logger.warning("raw_event %d failed after %d retries, dead-lettered: %s", raw_event_id, retries, error)
-        raw_event_dead_letter(raw_event_id=raw_event_id, error=f"retries_exhausted: {error}", attempts=attempts)
-        return ProcessResult(ProcessStatus.DEAD, attempts=attempts)
-    countdown = retry_countdown(retries)
-    logger.warning("raw_event %d failed, retry %d in %.1f s: %s", raw_event_id, retries + 1, countdown, error)
-    _schedule_retry(raw_event_id=raw_event_id, attempts=attempts, error=error, countdown=countdown)
-    return ProcessResult(ProcessStatus.RETRY, attempts=attempts, retry_in=countdown)
-
-
-# Batches
+# The pipeline
 # ------------------------------------------------------------------------------
 
 
-def _send_retry(raw_event_id: int, request_id: str | None, attempts: int, countdown: float) -> None:
-    """The retry message of a batched event's failure, as Task.retry would send it (retries = 1).
+@dataclass
+class _Item:
+    """One claimed event on its way through the pipeline."""
 
-    If it is lost, the row's lease runs out and the drain nudges it again.
+    event: ClaimedEvent
+    span: tracing.Span
+    started: float
+    context: EventContext | None = None
+    parsed: ParsedRows | None = None  # a data event's rows, parsed outside the transaction
+    result: ProcessResult | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.event.request_id or None
+
+
+def _data_parser(event_type: str) -> DataEvent | None:
+    normalizer = normalizer_for(event_type)
+    return normalizer if isinstance(normalizer, DataEvent) else None
+
+
+def _prepare(item: _Item) -> None:
+    """Step 1, outside any transaction: the row's own checks, then the pure parse."""
+    event = item.event
+    if event.attempts > settings.AMY_MAX_DELIVERIES:
+        raw_event_dead_letter(raw_event_id=event.pk, error="max_deliveries", attempts=event.attempts)
+        item.result = ProcessResult(ProcessStatus.DEAD, attempts=event.attempts)
+        return
+    try:
+        item.context = event_context(event)
+        data = _data_parser(event.event_type)
+        if data is not None:
+            item.parsed = data.parse(item.context.payload)
+            for warning in item.parsed.warnings:
+                logger.warning("raw_event %d: %s", event.pk, warning)
+    except Exception as exc:  # noqa: BLE001 - the failure route decides: dead or retry
+        _failed(item, exc)
+
+
+def _work(items: list[_Item]) -> dict[int, Outcome]:
+    """Step 2 for a run: owners, typed rows and marks, in the caller's transaction (or savepoint).
+
+    A run is either data events only (written together) or one other event alone.
     """
-    from amy.celery import app as celery_app
-
-    try:
-        celery_app.send_task(
-            NORMALIZE_TASK,
-            kwargs={"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": attempts},
-            queue=NORMALIZE_QUEUE,
-            countdown=countdown,
-            retries=1,
-        )
-    except Exception as exc:  # noqa: BLE001 - a broker error must not fail the batch; the drain covers it
-        logger.warning("retry of raw_event %d not queued, left to the drain: %r", raw_event_id, exc)
-
-
-@metrics.timed_normalize
-def _process_batched(claimed: ClaimedEvent) -> ProcessResult:
-    """One event of a batch, in its own savepoint: traced and counted as a delivery of its own."""
-    request_id = claimed.request_id or None
-    token = current_request_id.set(request_id)
-    span = tracing.start("normalize", raw_event_id=claimed.pk, request_id=request_id, retries=0, batched=True)
-    try:
-        if claimed.attempts > settings.AMY_MAX_DELIVERIES:
-            raw_event_dead_letter(raw_event_id=claimed.pk, error="max_deliveries", attempts=claimed.attempts)
-            result = ProcessResult(ProcessStatus.DEAD, attempts=claimed.attempts)
-        else:
+    outcomes: dict[int, Outcome] = {}
+    writes: list[EventRows] = []
+    data = [(item, item.context, item.parsed) for item in items if item.context and item.parsed is not None]
+    if data:
+        held = connections_for_share(context.terra_user_id for _, context, _ in data if not context.user_id)
+        for item, context, parsed in data:
+            owner = resolve_owner(context, held)
+            if isinstance(owner, Outcome):
+                outcomes[item.event.pk] = owner
+                continue
+            writes.append(
+                EventRows(
+                    parsed,
+                    user_id=owner.user_id,
+                    provider=owner.provider,
+                    terra_user_id=context.terra_user_id,
+                    raw_event_id=item.event.pk,
+                    ordering_ts=item.event.ordering_ts,
+                )
+            )
+            outcomes[item.event.pk] = processed(user_id=owner.user_id, after_commit=owner.after_commit)
+        typed_rows_write_many(writes)
+    for item in items:
+        if item.parsed is None and item.context is not None:
+            token = current_request_id.set(item.request_id)
             try:
-                with transaction.atomic():  # a savepoint: a failure rolls back this event alone
-                    outcome = _normalize(claimed, request_id)
-            except Exception as exc:  # noqa: BLE001 - per-event isolation: never fail the neighbours
-                # (When the batch's own transaction is broken, the dead letter or retry below
-                # raises, and the whole batch goes back to its rows' own messages.)
-                result = _failed(claimed, exc, retries=0, span=span)
-                if result.status == ProcessStatus.RETRY and result.retry_in is not None:
-                    transaction.on_commit(
-                        partial(_send_retry, claimed.pk, request_id, claimed.attempts, result.retry_in), robust=True
-                    )
-            else:
-                result = ProcessResult(ProcessStatus.DONE, attempts=claimed.attempts, state=outcome.state)
-        span.end(attempts=result.attempts, outcome=result.state or result.status)
-        return result
-    finally:
-        current_request_id.reset(token)
-
-
-def _release(claimed: list[ClaimedEvent]) -> None:
-    """Give back rows a batch claimed but did not reach: `received` again, the delivery uncounted,
-    and nudged again after commit (their own nudges may have come and gone while the batch held
-    them; if this publish fails, the drain finds them)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_RELEASE_SQL, [[c.pk for c in claimed], [c.attempts for c in claimed]])
-        released = [row[0] for row in cursor.fetchall()]
-    if released:
-        transaction.on_commit(partial(publish_raw_events, released), robust=True)
-
-
-class _TakeCareful(Exception):
-    """An event of the quick run needs the careful path (its own savepoint)."""
-
-
-def _mark_many(done: list[tuple[ClaimedEvent, Outcome]]) -> None:
+                outcomes[item.event.pk] = normalizer_for(item.event.event_type)(item.context)
+            finally:
+                current_request_id.reset(token)
     with connection.cursor() as cursor:
         cursor.execute(
-            _MARK_MANY_SQL,
+            _MARK_SQL,
             [
-                [event.pk for event, _ in done],
-                [str(outcome.state) for _, outcome in done],
-                [outcome.reason for _, outcome in done],
-                [outcome.user_id for _, outcome in done],
+                list(outcomes),
+                [str(outcome.state) for outcome in outcomes.values()],
+                [outcome.reason for outcome in outcomes.values()],
+                [outcome.user_id for outcome in outcomes.values()],
             ],
         )
+    for outcome in outcomes.values():
+        for callback in outcome.after_commit:
+            transaction.on_commit(callback, robust=True)
+    return outcomes
 
 
-def _normalize_quick(event: ClaimedEvent, request_id: str | None) -> Outcome:
-    # _normalize without the mark (the quick run marks its rows together) and with the batch's
-    # held connections forgotten around an event that may write one.
-    reads_connections_only = event.event_type in CONNECTION_READ_ONLY_TYPES
-    if not reads_connections_only:
-        connections_forget()
-    outcome = normalizer_for(event.event_type)(event_context(event, request_id))
-    if not reads_connections_only:
-        connections_forget()
-    for callback in outcome.after_commit:
-        transaction.on_commit(callback, robust=True)
-    return outcome
+def _done(item: _Item, outcome: Outcome) -> None:
+    item.result = ProcessResult(ProcessStatus.DONE, attempts=item.event.attempts, state=outcome.state)
+    logger.info("raw_event %d %s %s", item.event.pk, outcome.state, outcome.reason or "")
 
 
-def _process_quick(
-    events: list[ClaimedEvent], deadline: float
-) -> tuple[list[ProcessResult], list[ClaimedEvent]] | None:
-    """A batch's events in one savepoint, each Terra user's connection locked once, the rows
-    marked in one statement: the common case, where every event normalizes.
-
-    None when one does not (a failure, or more deliveries than allowed): the whole run is rolled
-    back — its typed rows, marks and after-commit work, and its traces were never said (held
-    spans) — and the caller takes the events the careful way, one savepoint each. Otherwise the
-    results, and the events not reached by the deadline.
-    """
-    done: list[tuple[ClaimedEvent, Outcome]] = []
-    closing: list[tuple[tracing.Span, float]] = []
-    unreached: list[ClaimedEvent] = []
-    try:
-        with transaction.atomic(), connections_held():
-            for index, event in enumerate(events):
-                if time.monotonic() >= deadline:
-                    unreached = events[index:]
-                    break
-                if event.attempts > settings.AMY_MAX_DELIVERIES:
-                    raise _TakeCareful
-                request_id = event.request_id or None
-                token = current_request_id.set(request_id)
+def _run_together(items: list[_Item]) -> None:
+    """Step 2 and 3 for one run, in one transaction."""
+    with transaction.atomic():
+        mine = _lock_claimed([item.event for item in items])
+        for item in items:
+            if item.event.pk not in mine:
+                logger.info("raw_event %d claim went stale; another delivery processes it", item.event.pk)
+                item.result = ProcessResult(ProcessStatus.NOT_CLAIMED, attempts=item.event.attempts)
+        items = [item for item in items if item.event.pk in mine]
+        if not items:
+            return
+        try:
+            with transaction.atomic():  # a savepoint: a failure rolls back this run alone
+                outcomes = _work(items)
+        except Exception as exc:  # noqa: BLE001 - the run is taken again one event at a time
+            if len(items) == 1:
+                _failed(items[0], exc)
+                return
+            logger.info("a run of %d events failed (%s); taking them one at a time", len(items), type(exc).__name__)
+            for item in items:
                 try:
-                    started = time.perf_counter()
-                    span = tracing.start(
-                        "normalize", held=True, raw_event_id=event.pk, request_id=request_id, retries=0, batched=True
-                    )
-                    done.append((event, _normalize_quick(event, request_id)))
-                    closing.append((span, time.perf_counter() - started))
-                finally:
-                    current_request_id.reset(token)
-            if done:
-                _mark_many(done)
-    except Exception as exc:  # noqa: BLE001 - any failure sends the run the careful way
-        logger.debug("quick batch run rolled back (%s); taking its events one savepoint each", type(exc).__name__)
-        return None
-    results = []
-    for (event, outcome), (span, seconds) in zip(done, closing, strict=True):
-        result = ProcessResult(ProcessStatus.DONE, attempts=event.attempts, state=outcome.state)
-        span.end(attempts=event.attempts, outcome=outcome.state)
-        metrics.normalize_record(event.event_type, result, seconds)
-        results.append(result)
-    return results, unreached
+                    with transaction.atomic():
+                        outcome = _work([item])[item.event.pk]
+                except Exception as single_exc:  # noqa: BLE001 - this event's own failure
+                    _failed(item, single_exc)
+                else:
+                    _done(item, outcome)
+            return
+        for item in items:
+            _done(item, outcomes[item.event.pk])
 
 
-def _process_careful(events: list[ClaimedEvent], deadline: float) -> list[ProcessResult]:
-    """A batch's events one savepoint each, so that a failure stays its event's own."""
-    results = []
-    for index, event in enumerate(events):
-        if time.monotonic() >= deadline:
-            _release(events[index:])
-            break
-        results.append(_process_batched(event))
-    return results
+def _runs(items: list[_Item]) -> Iterator[list[_Item]]:
+    """The events still to work on, in ledger order: consecutive first deliveries of data events
+    together; any other event alone (a lifecycle event sees, and is seen by, its neighbours in
+    order; a redelivered row may be what killed its worker, and takes no neighbour with it)."""
+    together: list[_Item] = []
+    for item in items:
+        if item.result is not None:
+            continue
+        if item.parsed is not None and item.event.attempts == 1:
+            together.append(item)
+            continue
+        if together:
+            yield together
+            together = []
+        yield [item]
+    if together:
+        yield together
 
 
-def raw_events_process_ready(*, batch_size: int | None = None, max_seconds: float | None = None) -> dict[str, int]:
-    """Claim and process waiting rows in batches until none wait or `max_seconds` have passed.
+def raw_events_run(claimed: list[ClaimedEvent]) -> list[ProcessResult]:
+    """The pipeline: the claimed events normalized, written and marked (module docstring).
+
+    Never raises for an event's own failure; a failure of the database itself leaves the rows of
+    the run `processing` and leased, for the lease to give them back.
+    """
+    items = [
+        _Item(
+            event,
+            tracing.start(
+                "normalize",
+                held=True,
+                raw_event_id=event.pk,
+                request_id=event.request_id or None,
+                retries=event.retries,
+            ),
+            time.perf_counter(),
+        )
+        for event in claimed
+    ]
+    for item in items:
+        _prepare(item)
+    try:
+        for run in _runs(items):
+            _run_together(run)
+    finally:
+        for item in items:
+            if item.result is None:
+                continue  # rolled back with its run: left to the lease, and never said
+            if item.result.status != ProcessStatus.NOT_CLAIMED:
+                item.span.end(attempts=item.result.attempts, outcome=item.result.state or item.result.status)
+            metrics.normalize_record(item.event.event_type, item.result, time.perf_counter() - item.started)
+    return [item.result for item in items if item.result is not None]
+
+
+# The failure route
+# ------------------------------------------------------------------------------
+
+
+def _failed(item: _Item, exc: Exception) -> None:
+    """An event's own failure: bad data is dead at once; anything else retries, then is dead."""
+    event = item.event
+    raw_event_id, attempts = event.pk, event.attempts
+    if isinstance(exc, BadData):
+        item.span.fail(exc, attempts=attempts, outcome="dead")
+        logger.warning("raw_event %d is bad data, dead-lettered: %s", raw_event_id, exc)
+        raw_event_dead_letter(raw_event_id=raw_event_id, error=f"bad_data: {exc}", attempts=attempts)
+        item.result = ProcessResult(ProcessStatus.DEAD, attempts=attempts)
+        return
+    error = f"{type(exc).__name__}: {exc}"
+    exhausted = event.retries >= settings.AMY_MAX_RETRIES
+    item.span.fail(exc, attempts=attempts, outcome="dead" if exhausted else "retry")
+    if exhausted:
+        logger.warning("raw_event %d failed after %d retries, dead-lettered: %s", raw_event_id, event.retries, error)
+        raw_event_dead_letter(raw_event_id=raw_event_id, error=f"retries_exhausted: {error}", attempts=attempts)
+        item.result = ProcessResult(ProcessStatus.DEAD, attempts=attempts)
+        return
+    countdown = retry_countdown(event.retries)
+    logger.warning("raw_event %d failed, retry %d in %.1f s: %s", raw_event_id, event.retries + 1, countdown, error)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SCHEDULE_RETRY_SQL,
+            [error[:_MAX_ERROR_LENGTH], countdown + settings.AMY_TASK_TIME_LIMIT, raw_event_id, attempts],
+        )
+        scheduled = cursor.rowcount == 1
+    if scheduled:
+        transaction.on_commit(partial(_send_retry, raw_event_id, item.request_id, attempts, countdown), robust=True)
+    item.result = ProcessResult(ProcessStatus.RETRY, attempts=attempts, retry_in=countdown)
+
+
+def _send_retry(raw_event_id: int, request_id: str | None, attempts: int, countdown: float) -> None:
+    # If it is lost, the row's lease runs out and a batch (or the drain's nudge) takes it.
+    publish_task(
+        NORMALIZE_TASK,
+        {"raw_event_id": raw_event_id, "request_id": request_id, "retry_of": attempts},
+        queue=NORMALIZE_QUEUE,
+        countdown=countdown,
+    )
+
+
+# Deliveries
+# ------------------------------------------------------------------------------
+
+
+def raw_event_process(
+    *, raw_event_id: int, request_id: str | None = None, retry_of: int | None = None
+) -> ProcessResult:
+    """One delivery of one ledger row (a batch of one). Never raises for the event's own failures.
+
+    The trace carries the row's own request id; `request_id` (the message's) stands in for a row
+    that has none.
+    """
+    claimed = raw_events_claim(raw_event_id=raw_event_id, retry_of=retry_of)
+    if not claimed:
+        # Terminal, or held by another delivery: once batches run, most messages find their row
+        # done, so this is the common case and costs one statement (no trace; counted).
+        logger.debug("raw_event %d not claimed (terminal, or held by another delivery)", raw_event_id)
+        result = ProcessResult(ProcessStatus.NOT_CLAIMED)
+        metrics.normalize_record("", result, 0.0)
+        return result
+    event = claimed[0]
+    if not event.request_id and request_id:
+        event = replace(event, request_id=request_id)
+    results = raw_events_run([event])
+    return results[0] if results else ProcessResult(ProcessStatus.NOT_CLAIMED, attempts=event.attempts)
+
+
+def raw_events_process_ready(
+    *,
+    raw_event_id: int | None = None,
+    retry_of: int | None = None,
+    batch_size: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, int]:
+    """A delivery: its own row (if named) and the waiting rows, batch after batch, while claims come
+    back full and its time slice lasts. Returns how many events ended in each status.
 
     Never raises: a batch that fails as a whole leaves its rows `processing` and leased, for the
-    drain once the lease runs out.
-    Returns how many events ended in each status.
+    lease to give them back to the next claim.
     """
     size = settings.AMY_NORMALIZE_BATCH_SIZE if batch_size is None else batch_size
     seconds = settings.AMY_NORMALIZE_BATCH_SECONDS if max_seconds is None else max_seconds
     counts: dict[str, int] = {}
-    if size <= 0:
-        return counts
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    own = raw_event_id
+    while True:
         try:
-            claimed = raw_events_claim_ready(limit=size)
-            if not claimed:
+            claimed = raw_events_claim(raw_event_id=own, retry_of=retry_of, limit=size)
+        except Exception:  # never fail the delivery: its message is acked, the lease and drain cover
+            logger.exception("a normalize claim failed")
+            break
+        full = size > 0 and sum(event.pk != own for event in claimed) >= size
+        if full:
+            nudge_workers()  # more rows wait than one batch: bring another worker in
+        if own is not None and not any(event.pk == own for event in claimed):
+            metrics.normalize_record("", ProcessResult(ProcessStatus.NOT_CLAIMED), 0.0)
+        own, retry_of = None, None
+        if claimed:
+            try:
+                for result in raw_events_run(claimed):
+                    counts[str(result.status)] = counts.get(str(result.status), 0) + 1
+            except Exception:  # never fail the delivery that ran the batch
+                logger.exception("a normalize batch failed; its rows go back to their lease")
                 break
-            with transaction.atomic():
-                mine = _lock_claimed(claimed)
-                events = [event for event in claimed if event.pk in mine]
-                quick = _process_quick(events, deadline)
-                if quick is None:
-                    results = _process_careful(events, deadline)
-                else:
-                    results, unreached = quick
-                    if unreached:
-                        _release(unreached)
-            for result in results:
-                counts[str(result.status)] = counts.get(str(result.status), 0) + 1
-        except Exception:  # never fail the delivery that ran the batch
-            logger.exception("a normalize batch failed; its events go back to their own messages")
+        if not full:
+            break
+        if time.monotonic() >= deadline:
+            nudge_workers()  # rows are left: a continuation takes them
             break
     return counts

@@ -10,8 +10,7 @@ import pytest
 
 from accounts.models import User
 from ingest.models import ConnectionStatus, DailySummary, RawEvent, RawEventState, TerraConnection
-from ingest.normalizers.base import EventContext, ParsedRows
-from ingest.normalizers.data import data_event
+from ingest.normalizers.base import EventContext, ParsedRows, data_event
 
 pytestmark = pytest.mark.django_db
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -163,15 +164,30 @@ def test_a_transient_failure_is_dead_lettered_after_five_retries(settings) -> No
     raw_event = store(body_of({"type": "test.always_fail"}))
     results = []
     retry_of = None
-    for retries in range(settings.AMY_MAX_RETRIES + 1):
-        result = raw_event_process(raw_event_id=raw_event.pk, retries=retries, retry_of=retry_of)
+    for _ in range(settings.AMY_MAX_RETRIES + 1):
+        result = raw_event_process(raw_event_id=raw_event.pk, retry_of=retry_of)
         results.append(result.status)
         retry_of = result.attempts
     raw_event.refresh_from_db()
     assert results == [ProcessStatus.RETRY] * 5 + [ProcessStatus.DEAD]
     assert raw_event.state == RawEventState.DEAD
-    assert raw_event.attempts == 6
+    assert (raw_event.attempts, raw_event.retries) == (6, 5)
     assert raw_event.process_error == "retries_exhausted: ConnectionError: upstream unavailable (test)"
+
+
+def test_the_retry_count_lives_on_the_row_so_a_lost_retry_message_does_not_restart_it(settings) -> None:
+    # given: a row that failed and was scheduled for retries, whose retry messages were all lost
+    raw_event = store(body_of({"type": "test.always_fail"}))
+    for _ in range(settings.AMY_MAX_RETRIES):
+        assert raw_event_process(raw_event_id=raw_event.pk).status == ProcessStatus.RETRY
+        # the lease runs out (no retry message came), and the drain's plain nudge claims it again
+        RawEvent.objects.filter(pk=raw_event.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    # when: one more plain delivery fails
+    result = raw_event_process(raw_event_id=raw_event.pk)
+    # then: the count went on from the row, so the row is dead instead of retried forever
+    raw_event.refresh_from_db()
+    assert result.status == ProcessStatus.DEAD
+    assert (raw_event.state, raw_event.retries) == (RawEventState.DEAD, settings.AMY_MAX_RETRIES)
 
 
 def test_bad_data_is_dead_lettered_at_once() -> None:

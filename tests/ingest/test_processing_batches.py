@@ -1,7 +1,7 @@
-"""Batches (`raw_events_process_ready`): after its own event, a delivery takes the rows waiting
-behind it. Each row keeps the single path's promises: one counted delivery, written once, a
-failure that stays its own (dead letter or retry), and the messages that arrive later for rows a
-batch already did are no-ops."""
+"""Batches (`raw_events_process_ready`): a delivery takes its own row and the rows waiting behind
+it. Each row keeps the single path's promises: one counted delivery, written once, a failure that
+stays its own (dead letter or retry), and the messages that arrive later for rows a batch already
+did are no-ops."""
 
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ingest.models import DailySummary, RawEvent, RawEventState, TerraConnection
-from ingest.services.processing import (
-    ProcessStatus,
-    raw_event_process,
-    raw_events_claim_ready,
-    raw_events_process_ready,
-)
+from ingest.normalizers import NORMALIZERS, daily
+from ingest.normalizers.base import ParsedRows, data_event
+from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_claim, raw_events_process_ready
 from tests.ledger import store
 from tests.queues import queued_task_kwargs
 from tests.terra import body_of, sample
@@ -33,7 +30,7 @@ def states(*rows: RawEvent) -> list[tuple[str, int, str | None]]:
     return [(fresh[r.pk].state, fresh[r.pk].attempts, fresh[r.pk].process_error) for r in rows]
 
 
-def daily(n: int) -> RawEvent:
+def daily_event(n: int) -> RawEvent:
     """A waiting daily event of the sample's Terra user (distinct by `n`: its own date)."""
     payload = json.loads(sample("daily"))
     payload["data"][0]["metadata"]["start_time"] = f"2026-01-{n:02d}T00:00:00+00:00"
@@ -91,14 +88,14 @@ def test_a_transient_failure_in_a_batch_waits_for_its_retry_message_alone(
     # and only that retry may claim the row: a plain nudge (or the next batch) leaves it alone
     assert raw_event_process(raw_event_id=failing.pk).status == ProcessStatus.NOT_CLAIMED
     assert raw_events_process_ready() == {}
-    assert raw_event_process(raw_event_id=failing.pk, retries=1, retry_of=1).status == ProcessStatus.RETRY
+    assert raw_event_process(raw_event_id=failing.pk, retry_of=1).status == ProcessStatus.RETRY
     assert states(failing)[0][:2] == ("processing", 2)
 
 
 def test_a_rows_own_nudge_leaves_it_to_the_batch_that_claimed_it() -> None:
     # given: rows a batch has claimed (committed) and not yet locked
     row = skipped(1)
-    assert [c.pk for c in raw_events_claim_ready(limit=10)] == [row.pk]
+    assert [c.pk for c in raw_events_claim(limit=10)] == [row.pk]
     assert states(row) == [("processing", 1, "claimed_by_batch")]
     # when: the row's own nudge arrives in that moment
     result = raw_event_process(raw_event_id=row.pk)
@@ -109,26 +106,6 @@ def test_a_rows_own_nudge_leaves_it_to_the_batch_that_claimed_it() -> None:
     RawEvent.objects.filter(pk=row.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert raw_event_process(raw_event_id=row.pk).status == ProcessStatus.DONE
     assert states(row) == [("skipped", 2, "skipped:healthcheck")]
-
-
-def test_rows_a_batch_did_not_reach_in_time_are_given_back_uncounted_and_nudged_again(
-    django_capture_on_commit_callbacks, redis_client: redis.Redis
-) -> None:
-    # given: a slow event first, then rows the deadline will not leave time for
-    slow = store(body_of({"type": "test.sleep", "seconds": 0.3}))
-    waiting = [skipped(1), skipped(2)]
-    # when
-    with django_capture_on_commit_callbacks(execute=True):
-        counts = raw_events_process_ready(max_seconds=0.2)
-    # then: the slow one was written; the others wait again as if never claimed
-    assert counts == {"done": 1}
-    assert states(slow)[0][:2] == ("processed", 1)
-    assert states(*waiting) == [("received", 0, None), ("received", 0, None)]
-    assert all(row.lease_until is None for row in RawEvent.objects.filter(pk__in=[r.pk for r in waiting]))
-    # and their nudges are queued again: theirs may have come and gone while the batch held them
-    assert sorted(k["raw_event_id"] for k in queued_task_kwargs(redis_client, "terra-events")) == [
-        row.pk for row in waiting
-    ]
 
 
 def test_a_batch_claims_again_while_rows_wait() -> None:
@@ -150,17 +127,34 @@ def test_parked_dead_and_processing_rows_are_not_taken_by_a_batch() -> None:
     parked, dead, held = skipped(1), skipped(2), skipped(3)
     RawEvent.objects.filter(pk=parked.pk).update(state=RawEventState.PARKED)
     RawEvent.objects.filter(pk=dead.pk).update(state=RawEventState.DEAD, process_error="max_deliveries")
-    RawEvent.objects.filter(pk=held.pk).update(state=RawEventState.PROCESSING, attempts=1)
+    RawEvent.objects.filter(pk=held.pk).update(
+        state=RawEventState.PROCESSING, attempts=1, lease_until=timezone.now() + timedelta(minutes=5)
+    )
     assert raw_events_process_ready() == {}
     assert [state for state, _, _ in states(parked, dead, held)] == ["parked", "dead", "processing"]
+
+
+def test_a_row_whose_holder_died_is_taken_by_the_next_batch_once_its_lease_ran_out() -> None:
+    # given: a row claimed by a delivery that died (its lease ran out), and a waiting row
+    abandoned, waiting = skipped(1), skipped(2)
+    RawEvent.objects.filter(pk=abandoned.pk).update(
+        state=RawEventState.PROCESSING,
+        attempts=1,
+        process_error="claimed_by_batch",
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
+    # when
+    assert raw_events_process_ready() == {"done": 2}
+    # then: both done, the abandoned row's second delivery counted
+    assert states(abandoned, waiting) == [("skipped", 2, "skipped:healthcheck"), ("skipped", 1, "skipped:healthcheck")]
 
 
 def test_a_batch_locks_each_terra_users_connection_once_and_marks_its_rows_together() -> None:
     # given: the sample's Terra user connected, and five of its events waiting
     store(sample("auth_success"))
-    daily(1)
+    daily_event(1)
     raw_events_process_ready()
-    rows = [daily(n) for n in range(2, 7)]
+    rows = [daily_event(n) for n in range(2, 7)]
     # when
     with CaptureQueriesContext(connection) as queries:
         assert raw_events_process_ready() == {"done": 5}
@@ -177,9 +171,9 @@ def test_a_deauthorization_inside_a_batch_stops_the_data_events_after_it() -> No
     # then one more data event, all waiting together
     store(sample("auth_success"))
     raw_events_process_ready()
-    before = [daily(1), daily(2)]
+    before = [daily_event(1), daily_event(2)]
     deauth = store(sample("deauth"))
-    after = daily(3)
+    after = daily_event(3)
     # when
     raw_events_process_ready()
     # then: the event after the deauth sees the connection as the deauth left it
@@ -188,21 +182,32 @@ def test_a_deauthorization_inside_a_batch_stops_the_data_events_after_it() -> No
     assert TerraConnection.objects.get(terra_user_id=deauth.terra_user_id).status == "deauthorized"
 
 
-def test_a_failure_inside_a_batch_leaves_nothing_of_the_rolled_back_run_behind(
-    django_capture_on_commit_callbacks,
+def test_a_run_that_fails_as_a_whole_is_taken_one_event_at_a_time_and_leaves_nothing_behind(
+    django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
-    # given: a connected user, and a data event (its touch is due) before a bad one
+    # given: a connected user (its touch is due), and three data events whose middle one the
+    # database refuses (a date PostgreSQL cannot read), so the run's one statement fails
     store(sample("auth_success"))
-    daily(1)
+    daily_event(1)
     raw_events_process_ready()
     TerraConnection.objects.update(last_webhook_at=None)
-    first, bad, last = daily(2), store(body_of({"type": "test.bad_data"})), daily(3)
-    # when: the batch's quick run fails on the bad event and is taken again one event at a time
+    first, broken, last = daily_event(2), daily_event(3), daily_event(4)
+
+    def parse(payload: dict) -> ParsedRows:
+        parsed = daily.parse(payload)
+        if parsed.rows[0][1]["date"].day == 3:
+            parsed.rows[0][1]["date"] = "not a date"
+        return parsed
+
+    monkeypatch.setitem(NORMALIZERS, "daily", data_event(parse))
+    # when
     with django_capture_on_commit_callbacks() as callbacks:
         raw_events_process_ready()
-    # then: every row once, with one counted delivery, and the touches of the careful run only
-    # (one per data event there: the rolled-back run's touch of the first event is gone)
-    assert [s[:2] for s in states(first, bad, last)] == [("processed", 1), ("dead", 1), ("processed", 1)]
+    # then: the neighbours are written once; the refused one takes the retry route alone
+    assert [s[:2] for s in states(first, broken, last)] == [("processed", 1), ("processing", 1), ("processed", 1)]
+    assert states(broken)[0][2].startswith("DataError")
     assert DailySummary.objects.filter(raw_event_id__in=[first.pk, last.pk]).count() == 2
+    # and of the rolled-back run nothing is left: one touch per event that stood, one retry message
     touches = [c for c in callbacks if getattr(c, "__qualname__", "").startswith("connection_touch_later")]
     assert len(touches) == 2
+    assert sum(getattr(c, "func", None).__name__ == "_send_retry" for c in callbacks if hasattr(c, "func")) == 1

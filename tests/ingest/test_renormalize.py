@@ -13,8 +13,7 @@ from accounts.models import User
 from ingest.classify import classify
 from ingest.models import DailySummary, RawEvent, RawEventState, SleepSession, TerraConnection
 from ingest.normalizers import NORMALIZERS, daily
-from ingest.normalizers.base import ParsedRows
-from ingest.normalizers.data import data_event
+from ingest.normalizers.base import ParsedRows, data_event
 from ingest.services.processing import raw_event_process
 from ingest.services.renormalize import raw_events_renormalize, raw_events_to_renormalize
 from ingest.services.webhook import dedup_key_for, raw_event_insert
