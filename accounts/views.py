@@ -6,7 +6,7 @@ import base64
 import binascii
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from accounts.authentication import TokenInfo
 from accounts.device_login import (
     CLIENT_FIELD_LENGTH,
     DeviceClient,
@@ -43,6 +44,8 @@ from amy.errors import ApiError, ErrorCode, NotFound
 logger = logging.getLogger(__name__)
 
 TOKEN_NOT_FOUND = "token_not_found"  # noqa: S105 - an error code, not a secret
+# A jti as accounts/tokens.py mints them (URL-safe base64); anything else is no token of ours.
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 CLERK_JS_MAJOR_VERSION = 5  # v5 still bundles the sign-in UI in clerk.browser.js
 _PUBLISHABLE_KEY = re.compile(r"pk_(?:test|live)_([A-Za-z0-9+/=]+)")
@@ -119,7 +122,7 @@ class DeviceLoginStartApi(NoStoreMixin, APIView):
         named = "client_name" in data or "client_version" in data
         started = device_login_start(
             DeviceClient(
-                ip=client_ip(request),
+                ip=client_ip(request) or "",
                 name=data.get("client_name", "") if named else agent_name,
                 version=data.get("client_version", "") if named else agent_version,
             )
@@ -214,7 +217,7 @@ class DeviceLoginTokenApi(NoStoreMixin, APIView):
 class LogoutApi(APIView):
     @extend_schema(request=None, responses={204: None}, summary="Revoke the presented CLI token", tags=["auth"])
     def post(self, request: Request) -> Response:
-        token = request.auth
+        token = cast(TokenInfo, request.auth)
         jti = token.claims.get("jti") if token.kind == "cli" else None
         if isinstance(jti, str):
             cli_token_revoke(jti=jti)
@@ -239,7 +242,7 @@ class CliTokenSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="CliTokenList")
 class CliTokenListSerializer(serializers.Serializer):
-    data = CliTokenSerializer(many=True)
+    data = CliTokenSerializer(many=True)  # type: ignore[assignment]  # a declared field, not Serializer.data
 
 
 class CliTokenListApi(APIView):
@@ -250,7 +253,8 @@ class CliTokenListApi(APIView):
         tags=["auth"],
     )
     def get(self, request: Request) -> Response:
-        jti = request.auth.claims.get("jti") if request.auth.kind == "cli" else None
+        auth = cast(TokenInfo, request.auth)
+        jti = auth.claims.get("jti") if auth.kind == "cli" else None
         tokens = cli_tokens_of(user=request.user)  # type: ignore[arg-type]
         for token in tokens:
             token.current = token.jti == jti  # type: ignore[attr-defined]
@@ -270,7 +274,7 @@ class CliTokenApi(APIView):
         tags=["auth"],
     )
     def delete(self, request: Request, token_id: str) -> Response:
-        if len(token_id) > 64 or not cli_token_revoke_of(user=request.user, jti=token_id):  # type: ignore[arg-type]
+        if not _TOKEN_ID.fullmatch(token_id) or not cli_token_revoke_of(user=request.user, jti=token_id):  # type: ignore[arg-type]
             raise NotFound("No such token.", code=TOKEN_NOT_FOUND)
         return Response(status=204)
 

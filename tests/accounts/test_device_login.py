@@ -603,7 +603,7 @@ def test_another_users_token_is_not_found_and_stays_valid(api: Client, fake_cler
     theirs = cli_token_issue(user=User.objects.create(id="user_clerk_8"))
     theirs_id = jwt.decode(theirs.token, options={"verify_signature": False})["jti"]
     mine = {"Authorization": f"Bearer {fake_clerk.token('user_clerk_7')}"}
-    for token_id in (theirs_id, "no-such-token", "x" * 300):
+    for token_id in (theirs_id, "no-such-token", "x" * 300, "%00", "a%20b"):
         assert_error(api.delete(f"/v1/auth/tokens/{token_id}", headers=mine), 404, "token_not_found")
     assert CliToken.objects.get(jti=theirs_id).revoked_at is None
 
