@@ -39,7 +39,7 @@ from ingest.labs import heic
 from ingest.labs.sniff import HEIC, JPEG, KINDS_BY_CONTENT_TYPE, FileKind
 from ingest.labs.upload import LabFile
 from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEvent, RawEventState
-from ingest.services.labs import lab_upload_lock, lab_upload_set_terra_id
+from ingest.services.labs import lab_reports_unpark_for_user, lab_upload_lock, lab_upload_set_terra_id
 from ingest.terra_client import TerraClient, TerraNotConfigured, TerraRejected, TerraUnavailable
 from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
@@ -241,11 +241,20 @@ def _record_submission(lab_upload_id: int, answer: dict[str, Any]) -> SubmitOutc
 
 
 def _fail(lab_upload_id: int, reason: str) -> SubmitOutcome:
-    LabUpload.objects.filter(pk=lab_upload_id, status=LabUploadStatus.PROCESSING).update(
+    failed = LabUpload.objects.filter(pk=lab_upload_id, status=LabUploadStatus.PROCESSING).update(
         status=LabUploadStatus.FAILED, error=reason, updated_at=Now()
     )
     logger.warning("lab upload %d failed: %s", lab_upload_id, reason)
+    if failed:
+        _recheck_reports_without_upload_id(LabUpload.objects.filter(pk=lab_upload_id).values_list("user_id").first())
     return SubmitOutcome.FAILED
+
+
+def _recheck_reports_without_upload_id(user: tuple[str] | None) -> None:
+    """An upload that stops waiting may leave the one a parked report without upload id was for
+    (ingest/services/labs.py)."""
+    if user is not None:
+        lab_reports_unpark_for_user(user[0])
 
 
 def _submission_of(lab_upload: LabUpload) -> Submission:
@@ -325,6 +334,8 @@ def lab_upload_delete(*, user: User, lab_upload_id: int) -> bool:
                     raise LabStorageUnavailable(type(exc).__name__) from exc
         lab_upload.delete()
     logger.info("lab upload %d deleted", lab_upload_id)
+    if lab_upload.status == LabUploadStatus.PROCESSING:
+        _recheck_reports_without_upload_id((user.pk,))
     return True
 
 

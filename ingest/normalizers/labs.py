@@ -91,6 +91,7 @@ def parse_biomarkers(payload: dict[str, Any], patient: Patient = UNKNOWN_PATIENT
     parsed = ParsedRows()
     data = payload.get("data")
     panels: dict[Any, str] = {}
+    items: Any
     if isinstance(data, list):
         items, where = data, "data"
     elif isinstance(data, dict):
@@ -493,12 +494,13 @@ def _lab_upload(context: EventContext) -> LabUpload | None:
             return upload
     if user_id is None:
         return None
-    waiting = list(
+    # Uploads still being sent count too: the report may be theirs, their Terra id not yet stored.
+    pending = list(
         LabUpload.objects.select_for_update()
-        .filter(user_id=user_id, status=LabUploadStatus.PROCESSING, terra_upload_id__isnull=False)
+        .filter(user_id=user_id, status=LabUploadStatus.PROCESSING)
         .order_by("pk")[:2]
     )
-    return waiting[0] if len(waiting) == 1 else None
+    return pending[0] if len(pending) == 1 and pending[0].terra_upload_id is not None else None
 
 
 def _reported_user(payload: dict[str, Any]) -> str | None:

@@ -12,10 +12,11 @@ an event parked by a transaction that commits just after the un-parking query wo
 A report may also come without an upload id (Terra's current envelope makes it optional), with
 only its session id and the `reference_id` we sent at submission (the user's id). The normalizer
 then matches it by the session id when an earlier report of the session recorded it, else to the
-user's one submitted upload still waiting for its report. When it cannot (none submitted yet, or
-several waiting), it parks the event with `reference_id` empty and `user_id` set, under the user's
-lock; `lab_reports_unpark_for_user` moves such events back whenever that can change the answer: an
-upload of the user gets its Terra id, or one of the user's waiting uploads gets its report.
+user's upload waiting for its report when it is the only one (an upload still being sent counts:
+its Terra id may not be stored yet). When it cannot, it parks the event with `reference_id` empty
+and `user_id` set, under the user's lock; `lab_reports_unpark_for_user` moves such events back
+whenever that can change the answer: an upload of the user gets its Terra id, or stops waiting
+(its report, a failed submission, a delete).
 Lock order: the user's lock before an upload id's, then the upload row.
 """
 

@@ -11,6 +11,7 @@ from django.db import IntegrityError
 
 from accounts.models import User
 from ingest.errors import BadData
+from ingest.labs.services import SubmitOutcome, lab_upload_delete, lab_upload_submit
 from ingest.models import Athlete, Biomarker, BiomarkersWide, LabUpload, LabUploadStatus, RawEvent, RawEventState
 from ingest.normalizers.labs import Patient, parse_biomarkers
 from ingest.services import connections
@@ -680,3 +681,24 @@ def test_a_failed_report_after_a_completed_one_leaves_the_upload_parsed() -> Non
     assert (lab_upload.status, lab_upload.error) == (LabUploadStatus.PARSED, None)
     assert lab_upload.parsed_at is not None
     assert stored_rows(lab_upload) == COMPLETED_ROWS
+
+
+@pytest.mark.parametrize("how", ["submission_failed", "deleted"])
+def test_a_report_without_upload_id_waits_for_an_upload_still_being_sent_then_takes_the_one_left(
+    django_capture_on_commit_callbacks, monkeypatch, settings, how: str
+) -> None:
+    monkeypatch.setattr(connections, "publish_raw_events", lambda ids, request_id: None)
+    waiting = upload(terra_upload_id="upl_answered")
+    being_sent = upload(terra_upload_id=None)  # Terra may have its file and not yet our record of it
+    parked = process(store(without_upload_id()))
+    assert parked.state == RawEventState.PARKED
+    with django_capture_on_commit_callbacks(execute=True):
+        if how == "deleted":
+            assert lab_upload_delete(user=User.objects.get(pk=OUR_USER), lab_upload_id=being_sent.pk)
+        else:
+            settings.TERRA_API_CONFIGURED = False
+            assert lab_upload_submit(lab_upload_id=being_sent.pk) == SubmitOutcome.FAILED
+    parked.refresh_from_db()
+    assert parked.state == RawEventState.RECEIVED
+    assert process(parked).state == RawEventState.PROCESSED
+    assert stored_rows(waiting) == COMPLETED_ROWS
