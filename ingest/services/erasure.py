@@ -26,8 +26,8 @@ from django.utils import timezone
 
 from accounts.idempotency import idempotency_forget_user
 from accounts.models import User, UserErasure
-from admin_ops.models import TraceEvent
 from amy.celery import app as celery_app
+from amy.signals import user_erased
 from ingest.classify import LAB_REPORT
 from ingest.labs.services import LabStorageUnavailable
 from ingest.models import (
@@ -46,9 +46,6 @@ from ingest.terra_client import TerraClient, TerraRejected, TerraUnavailable
 from ingest.uploads import STORAGE_ERRORS, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
-
-# Trace rows are deleted by ledger id in statements of this many ids.
-_TRACE_DELETE_CHUNK = 5000
 
 
 class EraseStatus(enum.StrEnum):
@@ -204,14 +201,12 @@ def _erase_rows(user_id: str) -> _RowsErased:
 
 
 def _traces_delete(user_id: str, rows: _RowsErased) -> int:
-    """Trace rows naming the user, their Terra users or their ledger rows. trace_events has no
-    index on terra_user_id: that part reads the table once, which an erasure can afford."""
-    names_user = Q(user_id=user_id) | Q(terra_user_id__in=rows.terra_user_ids)
-    deleted, _ = TraceEvent.objects.filter(names_user).delete()
-    for start in range(0, len(rows.raw_event_ids), _TRACE_DELETE_CHUNK):
-        chunk = rows.raw_event_ids[start : start + _TRACE_DELETE_CHUNK]
-        deleted += TraceEvent.objects.filter(raw_event_id__in=chunk).delete()[0]
-    return deleted
+    """Trace rows naming the user, their Terra users or their ledger rows: the ops app keeps them
+    and deletes them on `user_erased` (admin_ops/trace_erasure.py)."""
+    answers = user_erased.send(
+        sender=None, user_id=user_id, terra_user_ids=list(rows.terra_user_ids), raw_event_ids=rows.raw_event_ids
+    )
+    return sum(deleted for _, deleted in answers if isinstance(deleted, int))
 
 
 ERASE_TASK = "ingest.user_erase"
