@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from contextvars import ContextVar
 from typing import Any
 
@@ -142,7 +142,7 @@ def http_request(route: str, method: str | None, status: int, seconds: float) ->
     HTTP_LATENCY.labels(route=route, method=method).observe(seconds)
 
 
-def task_run(task: str, outcome: str, known_tasks: frozenset[str] | set[str]) -> None:
+def task_run(task: str, outcome: str, known_tasks: Container[str]) -> None:
     """Count one Celery task run; a success also stamps the task's last-success time."""
     try:
         name = task if task in known_tasks else OTHER
@@ -174,5 +174,4 @@ def connect_task_signals() -> None:
 def _record_task(task: Any, outcome: str) -> None:
     name = getattr(task, "name", None) or OTHER
     app = getattr(task, "app", None)
-    known = set(app.tasks) if app is not None else set()
-    task_run(name, outcome, known)
+    task_run(name, outcome, app.tasks if app is not None else ())
