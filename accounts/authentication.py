@@ -69,7 +69,8 @@ def user_for_token(token: str) -> tuple[User, TokenInfo]:
     # The erasure record comes with the user row, in one query: it outlives the row, and a token
     # issued before it stays refused once a later sign-in has made a new account.
     last_erasure = UserErasure.objects.filter(pk=OuterRef("pk")).values("requested_at")[:1]
-    user = User.objects.filter(pk=subject).annotate(erased_at=Subquery(last_erasure)).first()
+    found = User.objects.filter(pk=subject).annotate(erased_at=Subquery(last_erasure)).first()
+    user: User | None = found
     first_sight = False
     if user is None:
         # A first sign-in, or one after an erasure.
@@ -79,7 +80,7 @@ def user_for_token(token: str) -> tuple[User, TokenInfo]:
         user, first_sight = User.objects.get_or_create(id=subject)
     elif user.erasure_requested_at is not None and _issued_before(info.claims, user.erasure_requested_at):
         info = replace(info, erasure_pending=True)
-    elif user.erased_at is not None and _issued_before(info.claims, user.erased_at):
+    elif found is not None and found.erased_at is not None and _issued_before(info.claims, found.erased_at):
         raise AccountErased("the account was erased")
     if info.kind == "clerk" and not info.erasure_pending:
         clerk_email_remember(user, info.claims, first_sight=first_sight)

@@ -158,8 +158,9 @@ class _SpooledBody:
     def hand_to_view(self, request: HttpRequest) -> None:
         """The view reads the body from here, as if nothing had been read."""
         self.file.seek(0)
-        original = request._stream  # type: ignore[attr-defined]
-        request._stream = _ChainedStream(self.file, original) if self.over_limit else self.file  # type: ignore[attr-defined]
+        original = request._stream
+        # Django's private stream, replaced as a whole: any readable file object will do.
+        request._stream = _ChainedStream(self.file, original) if self.over_limit else self.file  # type: ignore[assignment]
         request._read_started = False  # type: ignore[attr-defined]
 
     def read_all(self) -> bytes:
@@ -197,7 +198,7 @@ def _multipart_meaning(request: HttpRequest, body: _SpooledBody) -> dict[str, An
     hasher = _FileHasher()
     body.file.seek(0)
     try:
-        fields, _ = MultiPartParser(meta, body.file, [hasher], request.encoding).parse()
+        fields, _ = MultiPartParser(meta, body.file, [hasher], request.encoding).parse()  # type: ignore[arg-type]
     except (MultiPartParserError, SuspiciousOperation, UnicodeError, ValueError):
         return None  # unreadable: the view refuses it; compare its bytes meanwhile
     finally:

@@ -194,7 +194,7 @@ class MetricsView(AdminApiView):
     def get_permissions(self) -> list[Any]:
         if settings.AMY_METRICS_PUBLIC:
             return []
-        return super().get_permissions()
+        return list(super().get_permissions())
 
     @extend_schema(exclude=True)
     def get(self, request: Request) -> HttpResponse:

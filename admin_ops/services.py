@@ -242,7 +242,8 @@ def raw_event_replay_dry_run(*, raw_event_id: int) -> DryRunResult:
     if raw_event is None:
         raise _error(f"Raw event {raw_event_id} does not exist.", RAW_EVENT_NOT_FOUND, 404)
     rows: dict[str, list[dict[str, Any]]] = {}
-    state, reason = RawEventState.PROCESSED, None
+    state: str = RawEventState.PROCESSED
+    reason: str | None = None
     try:
         with transaction.atomic():
             try:
@@ -474,7 +475,7 @@ def user_snapshot(*, user_id: str) -> dict[str, Any]:
         }
         for c in TerraConnection.objects.filter(user_id=user_id).order_by("connected_at", "id")
     ]
-    traces = user_recent_traces(user_id=user_id, terra_user_ids=[c["terra_user_id"] for c in connections])
+    traces = user_recent_traces(user_id=user_id, terra_user_ids=[str(c["terra_user_id"]) for c in connections])
     return {
         "user": {"id": user.pk, "email": user.email, "created_at": user.created_at},
         "counters": counters,

@@ -91,7 +91,7 @@ class TracesApi(AdminApiView):
 
     @extend_schema_serializer(component_name="TraceEventPage")
     class PageSerializer(serializers.Serializer):
-        data = TraceEventSerializer(many=True)
+        data = TraceEventSerializer(many=True)  # type: ignore[assignment]  # a declared field, not Serializer.data
         next_cursor = serializers.CharField(
             allow_null=True, help_text="Pass as `cursor` for the next page; null at the end."
         )

@@ -117,7 +117,7 @@ class DeadLetterSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="DeadLetterPage")
 class DeadLetterPageSerializer(serializers.Serializer):
-    data = DeadLetterSerializer(many=True)
+    data = DeadLetterSerializer(many=True)  # type: ignore[assignment]  # a declared field, not Serializer.data
     next_cursor = serializers.CharField(allow_null=True)
 
 

@@ -40,8 +40,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         details = {"fields": exc.detail} if isinstance(exc, drf_exceptions.ValidationError) else None
         message = exc.detail if isinstance(exc.detail, str) else "The request is not valid."
         response = Response(error_body(code, str(message), details), status=exc.status_code)
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            response["Retry-After"] = str(int(exc.wait) + 1)
+        wait = exc.wait if isinstance(exc, drf_exceptions.Throttled) else None  # type: ignore[attr-defined]
+        if wait is not None:
+            response["Retry-After"] = str(int(wait) + 1)
         return response
     # Anything else is ours to fix: logged with its traceback, answered as the envelope.
     return None

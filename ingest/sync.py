@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models, transaction
 
@@ -146,7 +146,7 @@ class SyncPage:
 
 def _json_expression(f: models.Field) -> str:
     """The column as the JSON value it is sent as, rendered by PostgreSQL (cheaper than Python)."""
-    column = f.column
+    column = str(f.column)
     if isinstance(f, models.DateTimeField):  # ISO 8601 in UTC: 2026-11-24T06:12:45Z, .ffffff when set
         utc = f"({column} AT TIME ZONE 'UTC')"
         return (
@@ -164,7 +164,7 @@ def _json_expression(f: models.Field) -> str:
 def _select_list(model: type[models.Model]) -> tuple[tuple[str, ...], str]:
     """Every column of the table but `sync_stamp` (the cursor carries positions; stamps are ours)."""
     fields = [f for f in model._meta.concrete_fields if f.column != "sync_stamp"]
-    return tuple(f.column for f in fields), ", ".join(_json_expression(f) for f in fields)
+    return tuple(str(f.column) for f in fields), ", ".join(_json_expression(f) for f in fields)
 
 
 def _has_tombstones(model: type[models.Model]) -> bool:
@@ -251,7 +251,7 @@ def _read_page(user_id: str, cursor: Cursor, tables: list[str], limit: int) -> S
     for kind, table_index, stamp, item_id, deleted_row_id in keys:  # in (stamp, ...) order
         name = names[table_index]
         if kind == 0:
-            deleted[name].append(deleted_row_id)
+            deleted[name].append(cast(int, deleted_row_id))  # set on every tombstone
             deletion_positions[name] = (stamp, item_id)
         else:
             row_ids[name].append(item_id)

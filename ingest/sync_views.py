@@ -47,5 +47,5 @@ class SyncApi(APIView):
         limit = parse_limit(params.get("limit"))
         tables = parse_tables(params.get("tables"))
         cursor = decode_cursor(params.get("cursor"))
-        page = read_sync_page(user_id=request.user.id, cursor=cursor, tables=tables, limit=limit)
+        page = read_sync_page(user_id=str(request.user.pk), cursor=cursor, tables=tables, limit=limit)
         return Response(page.as_json(), headers={"Cache-Control": "no-store"})

@@ -38,7 +38,7 @@ def longest_countdown() -> float:
 
 
 class TerraTask(Task):
-    def retry(  # type: ignore[override]
+    def retry(
         self, *args: Any, exc: BaseException | None = None, countdown: float | None = None, **options: Any
     ) -> Any:
         asked = getattr(exc, "retry_after", None)

@@ -162,7 +162,7 @@ class ImportErrorSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="Import")
 class ImportJobSerializer(serializers.ModelSerializer):
-    errors = ImportErrorSerializer(many=True, help_text="The first 20 rejected entries.")
+    errors = ImportErrorSerializer(many=True, help_text="The first 20 rejected entries.")  # type: ignore[assignment]  # a declared field, not Serializer.errors
 
     class Meta:
         model = ImportJob
@@ -263,7 +263,11 @@ class ImportDetailApi(APIView):
         tags=["imports"],
     )
     def get(self, request: Request, import_id: int) -> Response:
-        job = ImportJob.objects.filter(pk=import_id, user=request.user).first() if 0 < import_id <= _MAX_ID else None
+        job = (
+            ImportJob.objects.filter(pk=import_id, user_id=str(request.user.pk)).first()
+            if 0 < import_id <= _MAX_ID
+            else None
+        )
         if job is None:
             raise NotFound("No such import.", code="import_not_found")
         return Response(ImportJobSerializer(job).data)

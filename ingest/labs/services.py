@@ -84,7 +84,7 @@ def lab_upload_create(
                 user=user,
                 filename=filename,
                 content_type=kind.content_type,
-                size_bytes=file.size,
+                size_bytes=file.size or 0,
                 sha256=file.sha256,
                 status=LabUploadStatus.PROCESSING,
             )

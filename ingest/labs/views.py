@@ -6,6 +6,7 @@ Another user's upload answers exactly as an unknown id does: 404 `lab_not_found`
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from amy import pagination
 from amy import pagination
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
 from ingest.labs.heic import HeicTooLarge, heic_upload_check
@@ -248,7 +250,7 @@ class LabsApi(LabUploadApi):
 
     @extend_schema_serializer(component_name="LabUploadPage")
     class PageSerializer(serializers.Serializer):
-        data = LabUploadSerializer(many=True)
+        data = LabUploadSerializer(many=True)  # type: ignore[assignment]  # a declared field, not Serializer.data
         next_cursor = serializers.CharField(
             allow_null=True, help_text="Pass as `cursor` for the next page; null at the end."
         )
@@ -328,11 +330,12 @@ class IgnoreAcceptNegotiation(BaseContentNegotiation):
     """The download answers whatever the client accepts (the file, a redirect, or a JSON error):
     an `Accept: application/pdf` must not turn into 406."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[Any]) -> Any:
+        return next(iter(parsers), None)
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
-        return (renderers[0], renderers[0].media_type)
+    def select_renderer(self, request: Request, renderers: Iterable[Any], format_suffix: str | None = None) -> Any:
+        renderer = next(iter(renderers))
+        return (renderer, renderer.media_type)
 
 
 _FILE_TYPES = sorted(KINDS_BY_CONTENT_TYPE)

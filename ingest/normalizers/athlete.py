@@ -7,7 +7,9 @@ read: only sex, date of birth, age and country are kept.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+from django.db import models
 
 from ingest.errors import BadData
 from ingest.models import Athlete
@@ -18,7 +20,7 @@ _INT32 = 2**31 - 1
 
 
 def _max_length(field_name: str) -> int | None:
-    return Athlete._meta.get_field(field_name).max_length
+    return cast("models.CharField[str, str]", Athlete._meta.get_field(field_name)).max_length
 
 
 def parse(payload: dict[str, Any]) -> ParsedRows:

@@ -3,6 +3,7 @@ connection_error, permission_change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +30,7 @@ def _activate(context: EventContext, *, user_id: str, terra_user_id: str, provid
     connection, unparked = connection_appear(
         user_id=user_id, terra_user_id=terra_user_id, provider=provider, scopes=scopes
     )
-    after = [request_backfill_later(connection.pk, settings.AMY_BACKFILL_DAYS)]
+    after: list[Callable[[], object]] = [request_backfill_later(connection.pk, settings.AMY_BACKFILL_DAYS)]
     if unparked:
         after.append(publish_later(unparked, context.request_id))
     return processed(user_id=user_id, after_commit=tuple(after))

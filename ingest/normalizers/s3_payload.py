@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from ingest.classify import classify
 from ingest.errors import BadData
 from ingest.json_object import NotAJsonObject, parse_json_object
+from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.models import RawEvent, RawEventSource
 from ingest.normalizers.base import EventContext, Outcome, skipped
 from ingest.publish import publish_after_commit
@@ -46,15 +47,15 @@ def normalize(context: EventContext) -> Outcome:
 
     # The fetched record keeps the ping's delivery headers: its ordering timestamp decides which
     # copy of a record wins, and the trace id and terra-reference correlate it.
-    parent = RawEvent.objects.filter(pk=context.raw_event_id).values("trace_id", "terra_reference").first() or {}
+    parent = RawEvent.objects.filter(pk=context.raw_event_id).values("trace_id", "terra_reference").first()
     child_id = raw_event_insert(
         body_text=body_text,
         dedup_key=dedup_key_for(body),
         classification=classification,
         request_id=context.request_id or "",
         headers=DeliveryHeaders(
-            trace_id=parent.get("trace_id"),
-            terra_reference=parent.get("terra_reference"),
+            trace_id=parent["trace_id"] if parent else None,
+            terra_reference=parent["terra_reference"] if parent else None,
             ordering_ts=context.ordering_ts,
         ),
         signature_verified=True,  # the link came in our signed webhook

@@ -102,5 +102,5 @@ def reconcile_recent(
                     result.requested += 1
     trouble = result.failed or result.rate_limited or result.stopped in ("time_budget", "rate_limited")
     (logger.warning if trouble else logger.info)("reconcile_recent: %s", result.as_dict())
-    (tracing.warn if trouble else tracing.info)("reconcile_summary", **result.as_dict())
+    (tracing.warn if trouble else tracing.info)("reconcile_summary", "", **result.as_dict())
     return result

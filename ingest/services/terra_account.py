@@ -230,7 +230,9 @@ def connection_data_erase(*, connection: TerraConnection) -> EraseResult:
     terra_user_lock(connection.terra_user_id)
     typed_rows = 0
     for model in CONNECTION_TABLES:
-        deleted, _ = model.objects.filter(user_id=connection.user_id, terra_user_id=connection.terra_user_id).delete()
+        deleted, _ = model._default_manager.filter(
+            user_id=connection.user_id, terra_user_id=connection.terra_user_id
+        ).delete()
         typed_rows += deleted
     # Rows another user imported belong to that user, whatever Terra user they name.
     ledger = RawEvent.objects.filter(

@@ -137,8 +137,8 @@ def _winners(writes: list[EventRows]) -> dict[type[TypedRow], dict[tuple[Any, ..
         }
         position = 0
         for model, values in write.parsed.rows:
-            row = {**shared, **values}
-            copies[model][_natural_key(model, row)].append(((*write.order, position), row))
+            full_row = {**shared, **values}
+            copies[model][_natural_key(model, full_row)].append(((*write.order, position), full_row))
             position += 1
         for model, key_values in write.parsed.deletions:
             key = _natural_key(model, {**shared, **key_values})
