@@ -14,7 +14,6 @@ from pathlib import Path
 import environ
 from botocore.config import Config as BotoConfig
 from celery.schedules import crontab
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -361,30 +360,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays 
 CELERY_TASK_DEFAULT_QUEUE = "amy"
 CELERY_TASK_ROUTES = {"ingest.normalize_raw_event": {"queue": "terra-events"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Every periodic task, declared here only (docs/architecture.md says what each is for): Beat's
-# database scheduler writes them into its tables when it starts, where the console shows them.
-CELERY_BEAT_SCHEDULE = {
-    "drain_stuck_events": {
-        "task": "ingest.drain_stuck_events",
-        "schedule": crontab(minute="*/5"),
-        "options": {"queue": "amy"},
-    },
-    "reconcile_recent": {
-        "task": "ingest.reconcile_recent",
-        "schedule": crontab(minute="0", hour="3"),
-        "options": {"queue": "amy"},
-    },
-    "prune_traces": {
-        "task": "admin_ops.prune_traces",
-        "schedule": crontab(minute="30", hour="3"),
-        "options": {"queue": "amy"},
-    },
-    "purge_expired_device_logins": {
-        "task": "accounts.purge_expired_device_logins",
-        "schedule": crontab(minute="0", hour="4"),
-        "options": {"queue": "amy"},
-    },
-}
 # Every periodic task, declared here only (docs/architecture.md says what each is for): Beat's
 # database scheduler writes them into its tables when it starts, where the console shows them.
 CELERY_BEAT_SCHEDULE = {
