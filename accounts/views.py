@@ -24,7 +24,6 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.authentication import TokenInfo
-from accounts.authentication import TokenInfo
 from accounts.device_login import (
     CLIENT_FIELD_LENGTH,
     DeviceClient,
