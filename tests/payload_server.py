@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,17 +25,19 @@ class PayloadServer:
     requests: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)  # each request's Host header
     server: ThreadingHTTPServer | None = None
+    tls: ssl.SSLContext | None = None  # set: HTTPS with this server context
+    server_names: list[str] = field(default_factory=list)  # each TLS handshake's SNI
 
     @property
     def origin(self) -> str:
         """The server's origin, as AMY_S3_PAYLOAD_HOSTS lists it."""
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
     def url(self, path: str) -> str:
         assert self.server is not None
         # A query string like a pre-signed URL's, which the server ignores.
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}?X-Amz-Expires=300&X-Amz-Signature=test"
+        return f"{self.origin}{path}?X-Amz-Expires=300&X-Amz-Signature=test"
 
     def serve(self, path: str, body: bytes = b"", **options: object) -> str:
         self.routes[path] = Route(body, **options)  # type: ignore[arg-type]
@@ -66,6 +69,12 @@ class PayloadServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.tls.sni_callback = lambda _socket, name, _context: self.server_names.append(name or "")
+            # The handshake in each request's thread, so a client that aborts it never holds up accept().
+            self.server.socket = self.tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

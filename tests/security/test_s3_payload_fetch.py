@@ -7,8 +7,11 @@ redirects. A refused ping is dead-lettered with a readable `bad_data` error and 
 
 from __future__ import annotations
 
+import datetime
 import socket
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +183,84 @@ def test_the_fetch_refuses_before_any_connection(settings: Any) -> None:
     settings.AMY_S3_PAYLOAD_HOSTS = ["https://*.amazonaws.com"]
     with pytest.raises(BadData, match="is not in AMY_S3_PAYLOAD_HOSTS"):
         payload_fetch("http://0x7f000001/latest")
+
+
+# HTTPS: the connection goes to the checked address; the URL's name is the TLS server name ------
+
+
+def self_signed(name: str, directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate for `name`, and the certificate's path (the client's CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
+@pytest.fixture
+def tls_server(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PayloadServer]:
+    """An HTTPS payload server whose certificate names `request.param`, trusted as the only CA."""
+    import certifi
+
+    context, ca = self_signed(request.param, tmp_path)
+    monkeypatch.setattr(certifi, "where", lambda: str(ca))
+    payloads = PayloadServer(tls=context)
+    payloads.start()
+    yield payloads
+    payloads.stop()
+
+
+@pytest.mark.parametrize("tls_server", [NAME], indirect=True)
+def test_https_connects_to_the_checked_address_and_verifies_the_urls_name(
+    tls_server: PayloadServer, settings: Any, resolver: dict[str, list[str]]
+) -> None:
+    port = port_of(tls_server)
+    settings.AMY_S3_PAYLOAD_HOSTS = [f"https://{NAME}:{port}", f"https://127.0.0.1:{port}"]
+    resolver[NAME] = ["127.0.0.1"]
+    path = new_path()
+    tls_server.serve(path, sample("daily"))
+    _, raw_event = process(store(ping(f"https://{NAME}:{port}{path}?X-Amz-Signature=s")))
+    assert raw_event.state == RawEventState.SKIPPED
+    assert [child.payload for child in children_of(raw_event)] == [sample("daily").decode()]
+    assert (resolver["lookups"], tls_server.server_names) == ([NAME], [NAME])
+    assert tls_server.hosts == [f"{NAME}:{port}"]
+
+
+@pytest.mark.parametrize("tls_server", ["someone-else.amy-test.invalid"], indirect=True)
+def test_https_to_an_address_whose_certificate_names_another_host_is_not_fetched(
+    tls_server: PayloadServer, settings: Any, resolver: dict[str, list[str]]
+) -> None:
+    port = port_of(tls_server)
+    settings.AMY_S3_PAYLOAD_HOSTS = [f"https://{NAME}:{port}", f"https://127.0.0.1:{port}"]
+    resolver[NAME] = ["127.0.0.1"]
+    path = new_path()
+    tls_server.serve(path, sample("daily"))
+    result, raw_event = process(store(ping(f"https://{NAME}:{port}{path}?X-Amz-Signature=s")))
+    assert result.status == ProcessStatus.RETRY
+    assert raw_event.process_error == f"TransientError: s3_payload fetch from {NAME} failed: ConnectError"
+    assert tls_server.requests == []
