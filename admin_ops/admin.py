@@ -21,7 +21,6 @@ from typing import Any, TypeGuard, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.views.main import PAGE_VAR
 from django.core.paginator import Page, Paginator
@@ -30,7 +29,6 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 
@@ -76,7 +74,7 @@ class NoCountPaginator(Paginator):
         number = self.validate_number(number)
         if number != self.page_number:
             return super().page(number)
-        return self._get_page(self._rows[: self.per_page], number, self)  # type: ignore[attr-defined]  # type: ignore[attr-defined]
+        return self._get_page(self._rows[: self.per_page], number, self)  # type: ignore[attr-defined]
 
 
 class NoCountAdmin(admin.ModelAdmin):

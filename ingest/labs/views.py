@@ -29,7 +29,6 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from amy import pagination
-from amy import pagination
 from amy.errors import ApiError, ErrorCode, NotFound, error_body
 from ingest.labs.heic import HeicTooLarge, heic_upload_check
 from ingest.labs.services import (

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from ingest.classify import classify
 from ingest.errors import BadData
 from ingest.json_object import NotAJsonObject, parse_json_object
-from ingest.json_object import NotAJsonObject, parse_json_object
 from ingest.models import RawEvent, RawEventSource
 from ingest.normalizers.base import EventContext, Outcome, skipped
 from ingest.publish import publish_after_commit
