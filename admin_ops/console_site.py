@@ -22,8 +22,16 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.http import urlencode
 
-from admin_ops.pipeline import DeadGroup, clamp_hours, dead_letter_group, format_age, pipeline_glance
+from admin_ops.pipeline import (
+    OLDEST_WAITING_WARNING_SECONDS,
+    DeadGroup,
+    clamp_hours,
+    dead_letter_group,
+    format_age,
+    pipeline_glance,
+)
 from admin_ops.services import (
+    UNHEALTHY_ERRORED,
     DryRunResult,
     raw_event_replay_dry_run,
     raw_events_mark_skipped,
@@ -68,6 +76,8 @@ class ConsoleSite(admin.AdminSite):
                 glance=glance,
                 chart=_chart(glance.per_minute, glance.peak_per_minute),
                 oldest_waiting=format_age(glance.oldest_waiting_age) if glance.oldest_waiting_age is not None else None,
+                waiting_limit=format_age(OLDEST_WAITING_WARNING_SECONDS),
+                dead_limit=UNHEALTHY_ERRORED,
             )
         return super().index(request, context)
 
