@@ -162,8 +162,13 @@ def serve_worker_metrics(**kwargs: Any) -> None:
         return
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=settings.AMY_WORKER_METRICS_ADDR, registry=registry_of_processes())
-    logger.info("worker metrics on http://%s:%d/metrics", settings.AMY_WORKER_METRICS_ADDR, port)
+    address = settings.AMY_WORKER_METRICS_ADDR
+    try:
+        start_http_server(port, addr=address, registry=registry_of_processes())
+    except OSError as exc:  # the port is taken (another worker on this machine): work on without
+        logger.error("worker metrics not served on %s:%d: %s", address, port, exc)
+        return
+    logger.info("worker metrics on http://%s:%d/metrics", address, port)
 
 
 # The endpoint ------------------------------------------------------------------------------------

@@ -249,3 +249,27 @@ def test_made_up_http_methods_are_labelled_other_and_add_no_series(client: Clien
     assert "OTHER" in methods
     assert not {m for m in methods if m and m.startswith("MADEUP")}
     assert _series_count(after) == before
+
+
+def test_a_worker_whose_metrics_port_is_taken_works_on_without_serving(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    from admin_ops.metrics import serve_worker_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings.AMY_WORKER_METRICS_PORT = taken.getsockname()[1]
+        settings.AMY_WORKER_METRICS_ADDR = "127.0.0.1"
+        serve_worker_metrics()
+    assert "worker metrics not served" in caplog.text
+
+
+def test_a_worker_without_a_metrics_port_serves_nothing(settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from admin_ops.metrics import serve_worker_metrics
+
+    settings.AMY_WORKER_METRICS_PORT = 0
+    serve_worker_metrics()
+    assert "worker metrics" not in caplog.text
