@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Exists
 from django.utils import timezone
 
-from accounts.models import User, UserErasure
+from accounts.models import ErasedTerraUser, User, UserErasure
 
 
 def user_erasure_request(*, user: User, request_id: str | None = None) -> UserErasure:
@@ -37,3 +37,11 @@ def user_erased(user_id: str) -> bool:
         return False
     new_account = User.objects.filter(pk=user_id, erasure_requested_at=None)
     return UserErasure.objects.filter(pk=user_id).filter(~Exists(new_account)).exists()
+
+
+def terra_user_erased(terra_user_id: str) -> bool:
+    """Whether this Terra user id was a connection of an erased account that has no new one."""
+    if not terra_user_id:
+        return False
+    owner = ErasedTerraUser.objects.filter(pk=terra_user_id).values_list("user_id", flat=True).first()
+    return owner is not None and user_erased(owner)

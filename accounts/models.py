@@ -103,6 +103,22 @@ class UserErasure(models.Model):
         return f"Erasure of {self.user_id} ({'done' if self.completed_at else 'pending'})"
 
 
+class ErasedTerraUser(models.Model):
+    """A Terra user id whose connection an erasure deleted, kept with the erased subject: a late
+    webhook may name the erased account by its Terra user id alone (no reference id), and must not
+    be kept waiting for a connection with the person's data (ingest/services/erased_users.py)."""
+
+    terra_user_id = models.CharField(primary_key=True, max_length=128)
+    user_id = models.CharField(max_length=255)
+    erased_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "erased_terra_users"
+
+    def __str__(self) -> str:
+        return f"Terra user {self.terra_user_id} of erased {self.user_id}"
+
+
 class IdempotencyKey(models.Model):
     """One `Idempotency-Key` of one user (accounts/idempotency.py): a running request's claim,
     then the answer it gave, until `expires_at`. Kept in PostgreSQL so a Redis outage or flush

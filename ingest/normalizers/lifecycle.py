@@ -79,7 +79,9 @@ def user_reauth(context: EventContext) -> Outcome:
 
 
 def _no_connection(context: EventContext) -> Outcome:
-    if erased_user_event(raw_event_id=context.raw_event_id, user_id=context.reference_id):
+    if erased_user_event(
+        raw_event_id=context.raw_event_id, user_id=context.reference_id, terra_user_id=context.terra_user_id
+    ):
         return skipped(USER_ERASED)
     return skipped("no_connection")
 

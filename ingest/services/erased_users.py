@@ -8,16 +8,17 @@ Terra for a backfill, and keep a new copy of the person's data; the worker marks
 
 from __future__ import annotations
 
-from accounts.erasure import user_erased
+from accounts.erasure import terra_user_erased, user_erased
 from ingest.models import RawEvent
 
 USER_ERASED = "user_erased"
 
 
-def erased_user_event(*, raw_event_id: int, user_id: str) -> bool:
-    """True when `user_id` names an erased account; the event's payload is then redacted, in the
+def erased_user_event(*, raw_event_id: int, user_id: str, terra_user_id: str = "") -> bool:
+    """True when the event names an erased account, by `user_id` (Terra's reference id) or by
+    `terra_user_id` (a connection the erasure deleted); the event's payload is then redacted, in the
     caller's transaction (the worker marks the row in the same one)."""
-    if not user_erased(user_id):
+    if not user_erased(user_id) and not terra_user_erased(terra_user_id):
         return False
     RawEvent.objects.filter(pk=raw_event_id).update(payload=None)
     return True

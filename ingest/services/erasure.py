@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,7 +26,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.idempotency import idempotency_forget_user
-from accounts.models import User, UserErasure
+from accounts.models import ErasedTerraUser, User, UserErasure
 from amy.celery import app as celery_app
 from amy.signals import user_erased
 from ingest.classify import LAB_REPORT
@@ -189,6 +190,13 @@ def _erase_rows(user_id: str) -> _RowsErased:
     ]
     for rows in (imported, parked, lab_reports):
         raw_events += _ledger_erase(rows)
+    # So a late event naming one of them alone is known as this account's (and stays erased).
+    ErasedTerraUser.objects.bulk_create(
+        [ErasedTerraUser(terra_user_id=t, user_id=user_id, erased_at=timezone.now()) for t in terra_user_ids],
+        update_conflicts=True,
+        unique_fields=["terra_user_id"],
+        update_fields=["user_id", "erased_at"],
+    )
     idempotency_forget_user(user_id)
     if user is not None:
         # Cascades: connections, typed rows, lab uploads and biomarkers, imports, tokens, logins.
@@ -203,7 +211,8 @@ def _erase_rows(user_id: str) -> _RowsErased:
 def _traces_delete(user_id: str, rows: _RowsErased) -> int:
     """Trace rows naming the user, their Terra users or their ledger rows: the ops app keeps them
     and deletes them on `user_erased` (admin_ops/trace_erasure.py)."""
-    answers = user_erased.send(
+    # What each receiver answered (the stubs type it as text; ours answer a count).
+    answers: Sequence[tuple[object, object]] = user_erased.send(
         sender=None, user_id=user_id, terra_user_ids=list(rows.terra_user_ids), raw_event_ids=rows.raw_event_ids
     )
     return sum(deleted for _, deleted in answers if isinstance(deleted, int))

@@ -70,7 +70,9 @@ def resolve_owner(context: EventContext, connections: dict[str, TerraConnection]
     if connection is None:
         # user.reference_id is the id we gave Terra when the user connected: a known user's data
         # may arrive before its auth event.
-        if context.reference_id and erased_user_event(raw_event_id=context.raw_event_id, user_id=context.reference_id):
+        if erased_user_event(
+            raw_event_id=context.raw_event_id, user_id=context.reference_id, terra_user_id=context.terra_user_id
+        ):
             return skipped(USER_ERASED)
         if not context.reference_id or not User.objects.filter(pk=context.reference_id).exists():
             return parked("no_connection_for_terra_user")

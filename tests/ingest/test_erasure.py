@@ -367,3 +367,18 @@ def test_idempotency_entries_and_traces_naming_the_user_are_deleted(user: User, 
 
     assert list(IdempotencyKey.objects.values_list("user_id", flat=True)) == [OTHER_ID]
     assert list(TraceEvent.objects.values_list("user_id", flat=True)) == [OTHER_ID]
+
+
+def test_a_late_event_naming_only_an_erased_terra_user_is_skipped_too(user: User) -> None:
+    connection(user, "t-gone")
+    erased(user)
+    payload = json.loads(sample("daily"))
+    payload["user"]["user_id"], payload["user"]["reference_id"] = "t-gone", None
+
+    row = deliver(body_of(payload))
+
+    assert (row.state, row.process_error, row.payload) == (RawEventState.SKIPPED, "skipped:user_erased", None)
+    # Once a new account exists, such an event waits for a connection as any other would.
+    User.objects.create(id=USER_ID)
+    payload["n"] = 2
+    assert deliver(body_of(payload)).state == RawEventState.PARKED
