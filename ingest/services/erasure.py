@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
