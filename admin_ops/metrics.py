@@ -21,7 +21,6 @@ pool's metrics (`serve_worker_metrics`) and Prometheus scrapes every web and wor
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -134,7 +133,7 @@ class _ThisProcess(Collector):
 def registry_of_processes() -> CollectorRegistry:
     """This machine's processes: every process writing to PROMETHEUS_MULTIPROC_DIR, or this one."""
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())

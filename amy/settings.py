@@ -219,6 +219,9 @@ AMY_ADMIN_READ_KEY = env.str("AMY_ADMIN_READ_KEY", default="")
 AMY_ADMIN_FAILURES_PER_MINUTE = env.int("AMY_ADMIN_FAILURES_PER_MINUTE", default=20)
 # /metrics needs the ops key unless this is set (then the network must restrict it).
 AMY_METRICS_PUBLIC = env.bool("AMY_METRICS_PUBLIC", default=False)
+# When set, every web and worker process writes its metrics there and /metrics merges them;
+# prometheus_client reads the same variable from the environment itself (docs/deployment.md).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 # A Celery worker serves its own pool's metrics on this port when set (admin_ops.metrics); no key,
 # so the address must be one only Prometheus reaches (docs/deployment.md).
 AMY_WORKER_METRICS_PORT = env.int("AMY_WORKER_METRICS_PORT", default=0)
