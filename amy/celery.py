@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from celery import Celery
 from celery.signals import task_postrun
+from celery.worker.consumer import Consumer
 from django.db import close_old_connections
 from kombu import Exchange, Queue
 
@@ -24,7 +26,23 @@ DEAD_LETTER_QUEUE = Queue(
     "terra-events-dlq", Exchange("terra-events-dlq", type="direct"), routing_key="terra-events-dlq"
 )
 app.conf.task_queues = (Queue("terra-events"), Queue("amy"), DEAD_LETTER_QUEUE)
+app.conf.worker_consumer = "amy.celery:QuickReconnectConsumer"
 app.autodiscover_tasks()
+
+# Seconds between a worker's attempts to reach the broker again: kombu's default grows by 2 s per
+# attempt up to 30 s, so a worker could wait half a minute after Redis came back.
+RECONNECT_INTERVALS = {"interval_start": 0.0, "interval_step": 0.5, "interval_max": 1.0}
+
+
+class QuickReconnectConsumer(Consumer):
+    """The worker's consumer, reconnecting to the broker at most a second apart."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        conn.ensure_connection = partial(conn.ensure_connection, **RECONNECT_INTERVALS)
+        try:
+            return super().ensure_connected(conn)
+        finally:
+            del conn.ensure_connection
 
 
 @task_postrun.connect

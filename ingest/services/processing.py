@@ -359,7 +359,9 @@ def _run_together(items: list[_Item]) -> None:
             if len(items) == 1:
                 _failed(items[0], exc)
                 return
-            logger.info("a run of %d events failed (%s); taking them one at a time", len(items), type(exc).__name__)
+            logger.info(
+                "a run of %d events failed (%s: %s); taking them one at a time", len(items), type(exc).__name__, exc
+            )
             for item in items:
                 try:
                     with transaction.atomic():

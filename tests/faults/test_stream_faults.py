@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -22,8 +24,17 @@ import redis
 from tests.fault_hooks import COMPLETED_KEY
 from tests.faults.accounting import ledger_rows_of
 from tests.faults.conftest import MakeStack
-from tests.faults.stream import daily_body, deliver_concurrently, mixed_body, post_slowly, slow_body
-from tests.live import wait_for
+from tests.faults.stack import UNFINISHED_SQL
+from tests.faults.stream import (
+    WebhookStream,
+    daily_body,
+    deliver_concurrently,
+    mixed_body,
+    post_once,
+    post_slowly,
+    slow_body,
+)
+from tests.live import CeleryWorker, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -92,7 +103,7 @@ def test_redis_killed_and_restarted_the_ledger_keeps_accepting_and_the_drain_cat
     ((after_id, _, _, _),) = ledger_rows_of(stack.database_url, [after])
     wait_for(
         lambda: stack.scalar("SELECT state FROM raw_events WHERE id = %s", [after_id]) == "processed",
-        60,
+        90,
         "the worker to process a body sent after Redis came back",
         interval=0.2,
     )
@@ -261,3 +272,115 @@ def test_poison_events_are_dead_lettered_after_the_configured_retries_never_retr
     # each dead letter has its copy on terra-events-dlq for operators' tools
     client = redis.Redis.from_url(stack.redis.url)
     assert client.llen("terra-events-dlq") == 3
+
+
+def post_all(stream: WebhookStream, bodies: list[bytes]) -> None:
+    """Deliver these bodies now, eight at a time, as part of the run (every one answered 200)."""
+    deliveries = [stream.add(body) for body in bodies]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(lambda delivery: post_once(stream.url, delivery), deliveries))
+    assert set(outcomes) == {"200"}
+
+
+def test_after_a_lost_queue_one_drain_run_gets_the_whole_backlog_processed(make_stack: MakeStack) -> None:
+    # given: a drain that nudges one row per run, short time slices and small batches, so that the
+    # backlog below is many slices and many batches for the workers
+    stack = make_stack(AMY_DRAIN_LIMIT="1", AMY_NORMALIZE_BATCH_SECONDS="0.5", AMY_NORMALIZE_BATCH_SIZE="20")
+    stream = stack.stream()
+    stack.connect_terra_user(stream)
+    # while no worker runs, a backlog is stored
+    stack.worker.kill()
+    stack.note("worker killed")
+    post_all(stream, [mixed_body(n) for n in range(400)])
+    # when: Redis restarts empty (every nudge lost), the worker comes back, and the drain runs once
+    stack.redis.kill()
+    stack.redis.start()
+    stack.worker.start()
+    stack.note("redis restarted empty, worker restarted")
+    waiting = stack.scalar(UNFINISHED_SQL)
+    assert waiting >= 400
+    assert stack.drain().startswith("selected 1, published 1,")
+    # then: the workers carry the whole backlog on their own, with no second drain
+    wait_for(lambda: stack.scalar(UNFINISHED_SQL) == 0, 120, "the backlog to be processed", interval=0.2)
+    stack.note(f"{waiting} waiting rows processed after one drain run")
+    print(f"\ntimeline: {'; '.join(stack.timeline)}")  # noqa: T201 - the figures
+    assert len(stack.drains) == 1
+    accounting = stack.account(stream)
+    assert accounting.problems() == [], str(accounting)
+
+
+PROCESSED_LINE = re.compile(r"raw_event \d+ processed")
+
+# Each day's typed row, and the values and id of that day's last ledger row.
+LAST_VERSIONS_SQL = """
+SELECT d.steps, d.raw_event_id, (w.payload::jsonb #>> '{data,0,distance_data,steps}')::int, w.id
+FROM daily_summary d
+JOIN LATERAL (
+    SELECT id, payload FROM raw_events r
+    WHERE r.event_type = 'daily' AND left(r.payload::jsonb #>> '{data,0,metadata,start_time}', 10)::date = d.date
+    ORDER BY id DESC LIMIT 1
+) w ON true
+ORDER BY d.date
+"""
+
+
+def colliding_daily_body(n: int) -> bytes:
+    """Version n of one of ten days: four versions of each day, in flight together."""
+    payload = json.loads(daily_body(n % 10))
+    payload["data"][0]["distance_data"]["steps"] = n
+    return json.dumps(payload).encode()
+
+
+def test_two_worker_nodes_on_colliding_rows_process_every_event_once_without_deadlocks(
+    make_stack: MakeStack,
+) -> None:
+    # given: a backlog of events that update the same ten rows, stored while no worker runs, and
+    # a drain that nudges one row per run
+    stack = make_stack(AMY_NORMALIZE_BATCH_SIZE="10", AMY_DRAIN_LIMIT="1")
+    stream = stack.stream()
+    stack.connect_terra_user(stream)
+    stack.worker.kill()
+    post_all(stream, [colliding_daily_body(n) for n in range(400)])
+    deadlocks_before = stack.scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = 'amy'")
+    # when: two worker nodes (two processes each) are up and idle (the queue lost), and one nudge
+    # reaches one of them
+    redis.Redis.from_url(stack.redis.url).delete("terra-events")
+    other = CeleryWorker(stack.env, 2, name="other-node")
+    try:
+        stack.worker.start()
+        other.start()
+        stack.note(f"nodes {stack.worker.node_name} and {other.node_name} up")
+        assert stack.drain().startswith("selected 1, published 1,")
+        wait_for(lambda: stack.scalar(UNFINISHED_SQL) == 0, 120, "the backlog to be processed", interval=0.2)
+        stack.note("backlog processed")
+        logs = stack.worker.log() + other.log()
+        # both nodes took part: a full claim brings another worker in
+        assert PROCESSED_LINE.search(stack.worker.log())
+        assert PROCESSED_LINE.search(other.log())
+    finally:
+        other.kill()
+        stack.worker.kill()  # its database sessions end, so their statistics are flushed
+    # then: every event processed, each by one delivery (a second one only where a worker process
+    # was killed for running past the test's 8 s time limit, which a starved machine can cause)
+    assert stack.sql("SELECT DISTINCT state FROM raw_events") == [("processed",)]
+    redelivered = stack.scalar("SELECT count(*) FROM raw_events WHERE attempts > 1")
+    stack.note(f"{redelivered} events delivered more than once")
+    if redelivered:
+        assert "Hard time limit" in logs or "WorkerLostError" in logs, redelivered
+    # and the books balance (one typed row per day: the events' rows collide, see below)
+    accounting = stack.account(stream)
+    problems = [p for p in accounting.problems() if not p.startswith("typed rows missing")]
+    assert problems == [], str(accounting)
+    # and each row holds its last version (no ordering header: the ledger id decides)
+    rows = stack.sql(LAST_VERSIONS_SQL)
+    assert len(rows) == 10
+    assert [(steps, raw_event_id) for steps, raw_event_id, _, _ in rows] == [(s, i) for _, _, s, i in rows]
+    # and no transaction of either node deadlocked
+    assert "deadlock detected" not in logs, [line for line in logs.splitlines() if "deadlock" in line][:5]
+    wait_for(
+        lambda: stack.scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = 'amy'") is not None,
+        10,
+        "the database's statistics",
+    )
+    assert stack.scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = 'amy'") == deadlocks_before
+    print(f"\ntimeline: {'; '.join(stack.timeline)}")  # noqa: T201 - the figures

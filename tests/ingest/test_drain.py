@@ -69,15 +69,17 @@ def test_rows_queued_more_than_a_day_ago_are_not_selected() -> None:
     assert stuck() == []
 
 
-def test_a_drain_publishes_the_selected_rows_to_terra_events(redis_client) -> None:
+def test_a_drain_publishes_the_selected_rows_to_terra_events_each_with_its_own_request_id(redis_client) -> None:
     # given
-    ids = [row(n).pk for n in range(3)]
+    ids = [row(n, request_id=f"req_{n}").pk for n in range(3)]
     # when
     result = raw_events_drain(limit=500, window_seconds=DAY)
     # then
     assert (result.selected, result.published, result.dead_lettered) == (3, 3, 0)
     published = queued_task_kwargs(redis_client, "terra-events")
-    assert sorted(kwargs["raw_event_id"] for kwargs in published) == ids
+    assert sorted((kwargs["raw_event_id"], kwargs["request_id"]) for kwargs in published) == [
+        (raw_event_id, f"req_{n}") for n, raw_event_id in enumerate(ids)
+    ]
 
 
 def test_a_drain_dead_letters_rows_unprocessed_for_a_day_as_stale(

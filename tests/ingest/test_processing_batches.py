@@ -14,9 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from amy import tracing
+from amy.request_context import current_request_id
 from ingest.models import DailySummary, RawEvent, RawEventState, TerraConnection
 from ingest.normalizers import NORMALIZERS, daily
 from ingest.normalizers.base import ParsedRows, data_event
+from ingest.publish import publish_after_commit
 from ingest.services.processing import ProcessStatus, raw_event_process, raw_events_claim, raw_events_process_ready
 from tests.ledger import store
 from tests.queues import queued_task_kwargs
@@ -211,3 +214,57 @@ def test_a_run_that_fails_as_a_whole_is_taken_one_event_at_a_time_and_leaves_not
     touches = [c for c in callbacks if getattr(c, "__qualname__", "").startswith("connection_touch_later")]
     assert len(touches) == 2
     assert sum(getattr(c, "func", None).__name__ == "_send_retry" for c in callbacks if hasattr(c, "func")) == 1
+
+
+def test_a_stored_row_publishes_no_nudge_while_one_waits_in_the_queue(
+    redis_client: redis.Redis, django_capture_on_commit_callbacks
+) -> None:
+    # given: an empty queue; the first row's nudge goes out
+    first, second = skipped(1), skipped(2)
+    with django_capture_on_commit_callbacks(execute=True):
+        publish_after_commit(first.pk, "req_1")
+    assert queued_task_kwargs(redis_client, "terra-events") == [{"raw_event_id": first.pk, "request_id": "req_1"}]
+    # when: another row is stored while that nudge waits
+    with django_capture_on_commit_callbacks(execute=True):
+        publish_after_commit(second.pk, "req_2")
+    # then: no second nudge; the waiting one's delivery claims both
+    assert len(queued_task_kwargs(redis_client, "terra-events")) == 1
+    assert raw_events_process_ready(raw_event_id=first.pk) == {"done": 2}
+    assert states(first, second) == [("skipped", 1, "skipped:healthcheck")] * 2
+
+
+def test_a_full_claim_nudges_another_worker_and_a_delivery_out_of_time_leaves_a_continuation(
+    redis_client: redis.Redis,
+) -> None:
+    # given: more waiting rows than one batch
+    rows = [skipped(n) for n in range(5)]
+    # when: a delivery whose time slice ends after its first batch
+    counts = raw_events_process_ready(batch_size=2, max_seconds=0)
+    # then: it did one batch, and one nudge waits for the rest (the fan-out's, which the
+    # continuation found pending)
+    assert counts == {"done": 2}
+    assert queued_task_kwargs(redis_client, "terra-events") == [{"raw_event_id": None, "request_id": None}]
+    assert [state for state, _, _ in states(*rows)].count("received") == 3
+    # and the nudge's delivery takes the rest
+    redis_client.delete("terra-events")
+    assert raw_events_process_ready(batch_size=2, max_seconds=5) == {"done": 3}
+    # the last claim came back short: nobody else is needed
+    assert queued_task_kwargs(redis_client, "terra-events") == [{"raw_event_id": None, "request_id": None}]
+
+
+def test_a_rows_trace_carries_its_own_request_id_whatever_its_nudge_said(monkeypatch) -> None:
+    # given: a row stored by one request, nudged by another (the drain's, or another row's)
+    traced: list[tuple] = []
+    monkeypatch.setattr(tracing, "_sink", lambda: traced.append)
+    row = skipped(1)
+    RawEvent.objects.filter(pk=row.pk).update(request_id="req_of_the_row")
+    token = current_request_id.set("req_of_the_nudge")
+    try:
+        raw_events_process_ready(raw_event_id=row.pk)
+    finally:
+        current_request_id.reset(token)
+    # then: the worker's side of the row is found by the row's own request id
+    assert sorted((record[2], record[4]) for record in traced if record[7] == row.pk) == [
+        ("normalize_complete", "req_of_the_row"),
+        ("normalize_start", "req_of_the_row"),
+    ]
