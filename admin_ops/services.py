@@ -66,12 +66,12 @@ LISTABLE_STATES = (RawEventState.DEAD, RawEventState.PARKED)
 _MAX_REPLAY_IDS = 10_000
 _UPDATE_CHUNK = 1_000
 
-# The guard: only a row no worker holds or waits for goes back to `received`. The delivery count
-# restarts so that AMY_MAX_DELIVERIES bounds the replay afresh.
+# The guard: only a row no worker holds or waits for goes back to `received`. The delivery and
+# retry counts restart so that AMY_MAX_DELIVERIES and AMY_MAX_RETRIES bound the replay afresh.
 _REPLAY_SQL = """
 UPDATE raw_events
 SET state = 'received', queued_at = now(), process_error = NULL, lease_until = NULL,
-    dead_lettered_at = NULL, processed_at = NULL, attempts = 0,
+    dead_lettered_at = NULL, processed_at = NULL, attempts = 0, retries = 0,
     replay_count = replay_count + 1, last_replayed_at = now(), last_replayed_by = %(actor)s
 WHERE id = ANY(%(ids)s) AND state NOT IN ('received', 'processing')
 RETURNING id, state, replay_count

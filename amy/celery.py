@@ -12,6 +12,8 @@ from celery.worker.consumer import Consumer
 from django.db import close_old_connections
 from kombu import Exchange, Queue
 
+from ingest.queues import DEFAULT_QUEUE, DLQ_QUEUE, NORMALIZE_QUEUE
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "amy.settings")
 
 app = Celery("amy")
@@ -22,10 +24,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # through the queue's binding, so it has an exchange and routing key of its own: left blank, Celery
 # fills in the default ones (`amy`, `amy`), shared by the worker's queues, and each copy reached
 # all three; a process that had not loaded Celery's queue table sent it to a list named "".
-DEAD_LETTER_QUEUE = Queue(
-    "terra-events-dlq", Exchange("terra-events-dlq", type="direct"), routing_key="terra-events-dlq"
-)
-app.conf.task_queues = (Queue("terra-events"), Queue("amy"), DEAD_LETTER_QUEUE)
+DEAD_LETTER_QUEUE = Queue(DLQ_QUEUE, Exchange(DLQ_QUEUE, type="direct"), routing_key=DLQ_QUEUE)
+app.conf.task_queues = (Queue(NORMALIZE_QUEUE), Queue(DEFAULT_QUEUE), DEAD_LETTER_QUEUE)
 app.conf.worker_consumer = "amy.celery:QuickReconnectConsumer"
 app.autodiscover_tasks()
 

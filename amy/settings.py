@@ -16,6 +16,8 @@ from botocore.config import Config as BotoConfig
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from ingest.queues import DEFAULT_QUEUE, DRAIN_TASK, NORMALIZE_QUEUE, NORMALIZE_TASK, RECONCILE_TASK
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -360,21 +362,21 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
 # the cap above (measured in docs/performance.md, "HEIC conversion memory"). Larger: 413 at upload.
 AMY_HEIC_MAX_PIXELS = env.int("AMY_HEIC_MAX_PIXELS", default=16_000_000)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON lines) stays in charge
-CELERY_TASK_DEFAULT_QUEUE = "amy"
-CELERY_TASK_ROUTES = {"ingest.normalize_raw_event": {"queue": "terra-events"}}
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+CELERY_TASK_ROUTES = {NORMALIZE_TASK: {"queue": NORMALIZE_QUEUE}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Every periodic task, declared here only (docs/architecture.md says what each is for): Beat's
 # database scheduler writes them into its tables when it starts, where the console shows them.
 CELERY_BEAT_SCHEDULE = {
     "drain_stuck_events": {
-        "task": "ingest.drain_stuck_events",
+        "task": DRAIN_TASK,
         "schedule": crontab(minute="*/5"),
-        "options": {"queue": "amy"},
+        "options": {"queue": DEFAULT_QUEUE},
     },
     "reconcile_recent": {
-        "task": "ingest.reconcile_recent",
+        "task": RECONCILE_TASK,
         "schedule": crontab(minute="0", hour="3"),
-        "options": {"queue": "amy"},
+        "options": {"queue": DEFAULT_QUEUE},
     },
     "prune_traces": {
         "task": "admin_ops.prune_traces",

@@ -15,7 +15,15 @@ from ingest.imports.services import (
     import_jobs_requeue,
 )
 from ingest.labs.services import LabStorageUnavailable, lab_upload_submit, lab_uploads_resubmit_stale
-from ingest.queues import NORMALIZE_TASK
+from ingest.queues import (
+    BACKFILL_TASK,
+    DRAIN_TASK,
+    IMPORT_RUN_TASK,
+    LAB_SUBMIT_TASK,
+    NORMALIZE_TASK,
+    RECONCILE_TASK,
+    USER_ERASE_TASK,
+)
 from ingest.services.backfill import connection_backfill
 from ingest.services.drain import DrainResult, raw_events_drain
 from ingest.services.erasure import erasure_publish, erasures_requeue, user_erase
@@ -44,7 +52,7 @@ def normalize_raw_event(
         current_request_id.reset(token)
 
 
-@shared_task(name="ingest.drain_stuck_events", acks_late=True)
+@shared_task(name=DRAIN_TASK, acks_late=True)
 def drain_stuck_events() -> dict[str, int]:
     """The five-minute safety net: stuck ledger rows, and lab submissions, import runs and account
     erasures whose message was lost."""
@@ -65,7 +73,7 @@ def drain_stuck_events() -> dict[str, int]:
 @shared_task(
     bind=True,
     base=TerraTask,
-    name="ingest.connection_backfill",
+    name=BACKFILL_TASK,
     autoretry_for=(TerraUnavailable,),
     retry_backoff=30,
     retry_backoff_max=600,
@@ -80,7 +88,7 @@ def connection_backfill_task(self: Task, connection_id: int, days: int) -> None:
 
 
 @shared_task(
-    name="ingest.reconcile_recent",
+    name=RECONCILE_TASK,
     # The run stops starting connections after its own budget; these limits only catch a hang.
     soft_time_limit=RECONCILE_TIME_BUDGET_SECONDS + 120,
     time_limit=RECONCILE_TIME_BUDGET_SECONDS + 180,
@@ -93,7 +101,7 @@ def reconcile_recent_task() -> dict[str, int | str]:
 @shared_task(
     bind=True,
     base=TerraTask,
-    name="ingest.lab_upload_submit",  # queue `amy`, the default
+    name=LAB_SUBMIT_TASK,  # queue `amy`, the default
     acks_late=True,
     autoretry_for=(TerraUnavailable, LabStorageUnavailable),
     retry_backoff=30,
@@ -113,7 +121,7 @@ def lab_upload_submit_task(self: Task, lab_upload_id: int, request_id: str | Non
 
 @shared_task(
     bind=True,
-    name="ingest.import_job_run",
+    name=IMPORT_RUN_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # the service counts retries and deliveries against the settings
@@ -136,7 +144,7 @@ def import_job_run(self: Task, import_job_id: int, request_id: str | None = None
 @shared_task(
     bind=True,
     base=TerraTask,
-    name="ingest.user_erase",  # queue `amy`, the default
+    name=USER_ERASE_TASK,  # queue `amy`, the default
     acks_late=True,
     autoretry_for=(TerraUnavailable, LabStorageUnavailable),
     retry_backoff=30,

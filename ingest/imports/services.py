@@ -72,24 +72,21 @@ from django.core.files.storage import Storage
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
-from kombu.exceptions import KombuError
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 
 from accounts.models import User
-from amy.celery import app as celery_app
 from ingest.classify import LAB_REPORT, UNKNOWN, Classification, classify
 from ingest.imports.reader import BOM, Entry, ReaderError, iter_entries
 from ingest.models import ImportFormat, ImportJob, ImportJobStatus, LabUpload, RawEventSource
-from ingest.publish import publish_dead_letter_copy, publish_raw_events
+from ingest.publish import publish_dead_letter_copy, publish_raw_events, publish_task
+from ingest.queues import DEFAULT_QUEUE, IMPORT_RUN_TASK
 from ingest.services.processing import retry_countdown
 from ingest.services.webhook import dedup_key_for, raw_event_insert
 from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
 
-IMPORT_TASK = "ingest.import_job_run"
-IMPORT_QUEUE = "amy"
+IMPORT_TASK = IMPORT_RUN_TASK
+IMPORT_QUEUE = DEFAULT_QUEUE
 UNFINISHED = (ImportJobStatus.PENDING, ImportJobStatus.PROCESSING)
 ENDED = (ImportJobStatus.COMPLETED, ImportJobStatus.FAILED)
 
@@ -103,7 +100,6 @@ _MAX_ERROR_LENGTH = 2000
 _LOCK_WAIT_SECONDS = 5.0
 _SAFE_KEY_PART = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _JSON_WHITESPACE = b" \t\r\n"
-_BROKER_ERRORS = (KombuError, KombuOperationalError, RedisError, OSError, TimeoutError)
 
 
 class ImportTooLarge(Exception):
@@ -215,18 +211,7 @@ def import_job_create(*, user: User, spool: ImportSpool, request_id: str | None 
 
 def publish_import_job(import_job_id: int, request_id: str | None = None) -> bool:
     """Queue a run of the job; False when the broker failed (the job waits for the requeue)."""
-    try:
-        celery_app.send_task(
-            IMPORT_TASK,
-            kwargs={"import_job_id": import_job_id, "request_id": request_id},
-            queue=IMPORT_QUEUE,
-            retry=True,
-            retry_policy={"max_retries": 0},
-        )
-    except _BROKER_ERRORS as exc:
-        logger.warning("import %d not queued, the requeue will pick it up: %r", import_job_id, exc)
-        return False
-    return True
+    return publish_task(IMPORT_TASK, {"import_job_id": import_job_id, "request_id": request_id}, queue=IMPORT_QUEUE)
 
 
 def import_jobs_requeue(*, idle_seconds: float | None = None, limit: int = 100) -> list[int]:

@@ -33,20 +33,19 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import User
-from amy.celery import app as celery_app
 from ingest.classify import LAB_REPORT
 from ingest.labs import heic
 from ingest.labs.sniff import HEIC, JPEG, KINDS_BY_CONTENT_TYPE, FileKind
 from ingest.labs.upload import LabFile
 from ingest.models import Biomarker, LabUpload, LabUploadStatus, RawEvent, RawEventState
+from ingest.publish import publish_task
+from ingest.queues import DEFAULT_QUEUE, LAB_SUBMIT_TASK
 from ingest.services.labs import lab_reports_unpark_for_user, lab_upload_lock, lab_upload_set_terra_id
 from ingest.terra_client import TerraClient, TerraNotConfigured, TerraRejected, TerraUnavailable
 from ingest.uploads import STORAGE_ERRORS, delete_quietly, is_missing, uploads_storage
 
 logger = logging.getLogger(__name__)
 
-SUBMIT_TASK = "ingest.lab_upload_submit"
-SUBMIT_QUEUE = "amy"
 _SAFE_KEY_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -118,16 +117,8 @@ def submit_later(lab_upload_id: int, request_id: str | None) -> Callable[[], Non
 
 
 def _send_submit(lab_upload_id: int, request_id: str | None) -> None:
-    try:
-        celery_app.send_task(
-            SUBMIT_TASK,
-            kwargs={"lab_upload_id": lab_upload_id, "request_id": request_id},
-            queue=SUBMIT_QUEUE,
-            retry=True,
-            retry_policy={"max_retries": 0},
-        )
-    except Exception as exc:  # noqa: BLE001 - a broker error must not fail a stored upload; the sweep resends
-        logger.warning("submission of lab upload %d not queued: %r", lab_upload_id, exc)
+    # A broker error must not fail a stored upload: logged, and the sweep resends it.
+    publish_task(LAB_SUBMIT_TASK, {"lab_upload_id": lab_upload_id, "request_id": request_id}, queue=DEFAULT_QUEUE)
 
 
 def lab_uploads_resubmit_stale(*, older_than: timedelta = timedelta(minutes=30), limit: int = 100) -> int:

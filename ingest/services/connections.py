@@ -11,14 +11,12 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import User
-from amy.celery import app as celery_app
 from ingest.locks import advisory_xact_lock
 from ingest.models import ConnectionStatus, RawEvent, RawEventState, TerraConnection
-from ingest.publish import publish_raw_events
+from ingest.publish import publish_raw_events, publish_task
+from ingest.queues import BACKFILL_TASK, DEFAULT_QUEUE
 
 logger = logging.getLogger(__name__)
-
-BACKFILL_TASK = "ingest.connection_backfill"
 
 
 def connection_activate(*, user_id: str, terra_user_id: str, provider: str, scopes: str | None) -> TerraConnection:
@@ -122,7 +120,5 @@ def request_backfill_later(connection_id: int, days: int) -> partial[None]:
 
 
 def _send_backfill(connection_id: int, days: int) -> None:
-    try:
-        celery_app.send_task(BACKFILL_TASK, kwargs={"connection_id": connection_id, "days": days}, queue="amy")
-    except Exception as exc:  # noqa: BLE001 - a broker error must not fail the event; reconcile covers it
-        logger.warning("backfill request for connection %d not queued: %r", connection_id, exc)
+    # A broker error must not fail the event: logged, and the nightly reconcile asks Terra again.
+    publish_task(BACKFILL_TASK, {"connection_id": connection_id, "days": days}, queue=DEFAULT_QUEUE)

@@ -27,7 +27,6 @@ from django.utils import timezone
 
 from accounts.idempotency import idempotency_forget_user
 from accounts.models import ErasedTerraUser, User, UserErasure
-from amy.celery import app as celery_app
 from amy.signals import user_erased
 from ingest.classify import LAB_REPORT
 from ingest.labs.services import LabStorageUnavailable
@@ -41,6 +40,8 @@ from ingest.models import (
     SyncDeletion,
     TerraConnection,
 )
+from ingest.publish import publish_task
+from ingest.queues import DEFAULT_QUEUE, USER_ERASE_TASK
 from ingest.services.erased_users import USER_ERASED
 from ingest.services.terra_account import connection_data_erase
 from ingest.terra_client import TerraClient, TerraRejected, TerraUnavailable
@@ -218,24 +219,9 @@ def _traces_delete(user_id: str, rows: _RowsErased) -> int:
     return sum(deleted for _, deleted in answers if isinstance(deleted, int))
 
 
-ERASE_TASK = "ingest.user_erase"
-ERASE_QUEUE = "amy"
-
-
 def erasure_publish(user_id: str, request_id: str | None = None) -> bool:
     """Queue the erasure; a broker failure is logged (the drain queues it again later)."""
-    try:
-        celery_app.send_task(
-            ERASE_TASK,
-            kwargs={"user_id": user_id, "request_id": request_id},
-            queue=ERASE_QUEUE,
-            retry=True,
-            retry_policy={"max_retries": 0},
-        )
-    except Exception as exc:  # noqa: BLE001 - the request is recorded; the drain resends it
-        logger.warning("erasure not queued: %r", exc)
-        return False
-    return True
+    return publish_task(USER_ERASE_TASK, {"user_id": user_id, "request_id": request_id}, queue=DEFAULT_QUEUE)
 
 
 def erasures_requeue(*, older_than: timedelta = timedelta(minutes=30), limit: int = 100) -> list[str]:

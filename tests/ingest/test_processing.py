@@ -233,3 +233,19 @@ def test_retry_countdowns_double_from_the_base_up_to_the_cap_with_20_percent_jit
     countdowns = [retry_countdown(retries) for _ in range(200)]
     assert all(nominal * 0.8 <= c <= nominal * 1.2 for c in countdowns)
     assert max(countdowns) - min(countdowns) > 0
+
+
+def test_a_replayed_dead_row_gets_its_retries_afresh(settings) -> None:
+    from admin_ops.services import raw_event_replay
+
+    # given: a row dead after its retries
+    raw_event = store(body_of({"type": "test.always_fail"}))
+    retry_of = None
+    for _ in range(settings.AMY_MAX_RETRIES + 1):
+        retry_of = raw_event_process(raw_event_id=raw_event.pk, retry_of=retry_of).attempts
+    # when: an operator replays it
+    raw_event_replay(raw_event_id=raw_event.pk, actor="ops")
+    # then: its next failure is retried, not dead at once
+    assert raw_event_process(raw_event_id=raw_event.pk).status == ProcessStatus.RETRY
+    raw_event.refresh_from_db()
+    assert (raw_event.attempts, raw_event.retries) == (1, 1)
