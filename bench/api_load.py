@@ -46,6 +46,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from bench.common import percentile
+
 BENCH_USER = "user_bench_api"
 YEAR_START = dt.date(2025, 1, 1)
 DAYS = 365
@@ -78,13 +80,6 @@ BODY_METRICS = (
 def emit(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def percentile(sorted_values: list[float], percent: int) -> float | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return None
-    return sorted_values[max(1, -(-percent * len(sorted_values) // 100)) - 1]
 
 
 # seed (Django)

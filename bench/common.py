@@ -196,6 +196,7 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, *, load_pid: int, web_mas
 
 
 def percentile(sorted_values: list[float], percent: int) -> float | None:
+    """Nearest-rank percentile of an ascending list (integer arithmetic: no 0.99 * 100 = 99.000...01)."""
     if not sorted_values:
         return None
     return sorted_values[max(1, -(-percent * len(sorted_values) // 100)) - 1]

@@ -35,6 +35,7 @@ import psycopg
 from celery import Celery
 
 from bench.bodies import BodyFactory, dedup_key, insert_sql
+from bench.common import percentile
 from ingest.signature import signature_header
 
 WEBHOOK_PATH = "/webhooks/terra"
@@ -61,14 +62,6 @@ class ThreadResult:
     # Baseline only: seconds spent in the INSERT and in the publish, per successful operation.
     parts: dict[str, list[float]] = field(default_factory=lambda: {"insert": [], "publish": []})
     setup_error: str | None = None
-
-
-def percentile(sorted_values: list[float], percent: int) -> float | None:
-    """Nearest-rank percentile of an ascending list (integer arithmetic: no 0.99 * 100 = 99.000...01)."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-percent * len(sorted_values) // 100))
-    return sorted_values[rank - 1]
 
 
 # A phase's work per body, in two steps: `prepare(body, user_id, in_window)` (untimed: signing,
