@@ -4,16 +4,20 @@
     python -m bench.normalize_load publish  --plan PATH                        (Django)
     python -m bench.normalize_load baseline --plan PATH --database-url URL     (bare: psycopg only)
 
-prepare: one user and its active Terra connections (one per Terra user id of the samples), then
-W warm-up and N measured ledger rows (state received) inserted with raw_event_insert in one
-transaction, each a distinct body (a daily, sleep, activity or body sample in turn, its times
-shifted by whole days and its summary_id made unique, so every event inserts its typed rows). It
-also parses every measured payload with the same pure parsers and builds the very statements the
-writer (ingest/services/typed_rows.py) would run for it; the plan (ids and statements) is pickled
-for the other two modes. Prints `result <json>`.
+prepare: U users, each with active Terra connections of their own (one per Terra user id of the
+samples), then W warm-up and N measured ledger rows (state received) inserted with raw_event_insert
+in one transaction: a daily, sleep, activity or body sample in turn, user after user, each body
+distinct. `--updates K`: each user's day (its daily row, its sleep and activity summary ids) comes
+in K versions with other values, newest last by x-terra-ordering-timestamp; `--shared-body-times`:
+a day's body versions measure at the same times (they update the same rows) instead of distinct
+ones. It also parses every measured payload with the same pure parsers and builds the very
+statements the writer (ingest/services/typed_rows.py) would run for it, event by event; the plan
+(ids and statements) is pickled for the other two modes. Prints `result <json>`.
 
-publish: Django's publish_raw_events over Redis. Reads commands on stdin: `warmup` publishes the
-warm-up ids, `go` the measured ones; answers `published <n> <seconds>` for each.
+publish: every row nudged once, through the webhook's own publish path (ingest.publish
+publish_after_commit, run at once outside a transaction: coalesced while a nudge waits). Reads
+commands on stdin: `warmup` nudges the warm-up ids, `go` the measured ones; answers
+`published <n> <seconds>` for each.
 
 baseline: no Django, no Celery: one psycopg connection, per event BEGIN, the writer's upserts,
 UPDATE raw_events ... processed, COMMIT. Prints `start` and `end` around the loop (the caller
@@ -69,17 +73,51 @@ def _shift_times(value: Any, days: int) -> Any:
     return value
 
 
-def distinct_body(template: dict[str, Any], event_type: str, serial: int) -> dict[str, Any]:
-    """The sample with its times moved by `serial` days (a new daily date and new body measurement
-    times) and, for sleep and activity, a new summary_id: a new natural key for every row."""
-    body = _shift_times(copy.deepcopy(template), serial)
+def _versioned(body: dict[str, Any], event_type: str, version: int) -> None:
+    """Other values for another version of the same records (so that an update changes a row)."""
+    for item in body["data"]:
+        if event_type == "daily":
+            item["distance_data"]["steps"] = 10_000 + version
+        elif event_type == "sleep":
+            item["sleep_durations_data"]["asleep"]["duration_asleep_state_seconds"] = 24_000 + version
+        elif event_type == "activity":
+            item["calories_data"]["total_burned_calories"] = 600.0 + version
+        elif event_type == "body":
+            for measurement in item["measurements_data"]["measurements"]:
+                measurement["weight_kg"] = 70.0 + version / 10
+
+
+def distinct_body(
+    template: dict[str, Any],
+    event_type: str,
+    serial: int,
+    *,
+    user: int = 0,
+    version: int = 0,
+    body_serial: int | None = None,
+) -> dict[str, Any]:
+    """The sample for `user`, with its times moved by `serial` days (a new daily date and new body
+    measurement times, or `body_serial` days for body times) and, for sleep and activity, a
+    summary_id of that user and day: version `version` of those records."""
+    days = body_serial if event_type == "body" and body_serial is not None else serial
+    body = _shift_times(copy.deepcopy(template), days)
+    body["user"]["user_id"] = terra_user_id_of(template["user"]["user_id"], user)
     for item in body["data"]:
         metadata = item["metadata"]
         if event_type == "activity":
-            metadata["summary_id"] = 30_000_000_000 + serial  # a JSON number, as Garmin sends it
+            metadata["summary_id"] = 30_000_000_000 + user * 100_000 + serial  # a JSON number, as Garmin sends it
         elif event_type == "sleep":
-            metadata["summary_id"] = f"bench-sleep-{serial:08d}-0000-4000-8000-000000000000"
+            metadata["summary_id"] = f"bench-sleep-{user:04d}-{serial:08d}-4000-8000-000000000000"
+    _versioned(body, event_type, version)
     return body
+
+
+def terra_user_id_of(sample_terra_user_id: str, user: int) -> str:
+    return sample_terra_user_id if user == 0 else f"{sample_terra_user_id[:-5]}{user:05d}"
+
+
+def user_id_of(user: int) -> str:
+    return USER_ID if user == 0 else f"{USER_ID}_{user:05d}"
 
 
 # prepare (Django)
@@ -90,10 +128,10 @@ def writer_statements(
     parsed: Any, *, user_id: str, provider: str, terra_user_id: str, raw_event_id: int, ordering_ts: int
 ) -> list[tuple[str, str, list[Any], int]]:
     """The (table, sql, params, row count) statements typed_rows_write runs for these parsed rows, built the way
-    its _upsert does (one multi-row upsert per table, last copy of a key wins)."""
+    it builds them (one upsert per table, last copy of a key wins)."""
     from collections import defaultdict
 
-    from ingest.services.typed_rows import _column, _upsert_sql
+    from ingest.services.typed_rows import upsert_statement
 
     shared = {
         "user_id": user_id,
@@ -110,9 +148,7 @@ def writer_statements(
         by_key = {tuple(row[n if n in row else f"{n}_id"] for n in model.NATURAL_KEY): row for row in rows}
         unique_rows = list(by_key.values())
         field_names = sorted({name for row in unique_rows for name in row})
-        columns = [_column(model, name) for name in field_names]
-        params = [row.get(name) for row in unique_rows for name in field_names]
-        sql = _upsert_sql(model, columns, len(unique_rows))
+        sql, params = upsert_statement(model, field_names, unique_rows)
         statements.append((model._meta.db_table, sql, params, len(unique_rows)))
     if parsed.deletions:
         raise ValueError("the benchmark's bodies must not carry deletions")
@@ -135,14 +171,15 @@ def prepare(args: argparse.Namespace) -> int:
     templates = {name: json.loads((FIXTURES / f"{name}.json").read_text()) for name in EVENT_TYPES}
     started = time.monotonic()
 
-    user, _ = User.objects.get_or_create(id=USER_ID)
     connections = {}
-    for template in templates.values():
-        terra_user_id, provider = template["user"]["user_id"], template["user"]["provider"]
-        connections[terra_user_id], _ = TerraConnection.objects.get_or_create(
-            terra_user_id=terra_user_id,
-            defaults={"user": user, "provider": provider, "status": ConnectionStatus.ACTIVE},
-        )
+    for n in range(args.users):
+        user, _ = User.objects.get_or_create(id=user_id_of(n))
+        for template in templates.values():
+            terra_user_id = terra_user_id_of(template["user"]["user_id"], n)
+            connections[terra_user_id], _ = TerraConnection.objects.get_or_create(
+                terra_user_id=terra_user_id,
+                defaults={"user": user, "provider": template["user"]["provider"], "status": ConnectionStatus.ACTIVE},
+            )
 
     total = args.warmup + args.count
     warmup_ids: list[int] = []
@@ -154,9 +191,20 @@ def prepare(args: argparse.Namespace) -> int:
     with transaction.atomic():
         for i in range(total):
             event_type = EVENT_TYPES[i % len(EVENT_TYPES)]
-            # Warm-up events go back in time, measured ones forward: no natural key is shared.
-            serial = -(i // len(EVENT_TYPES)) - 1 if i < args.warmup else (i - args.warmup) // len(EVENT_TYPES)
-            payload = distinct_body(templates[event_type], event_type, serial)
+            if i < args.warmup:
+                # Warm-up events go back in time, measured ones forward: no natural key is shared.
+                payload = distinct_body(templates[event_type], event_type, -(i // len(EVENT_TYPES)) - 1)
+            else:
+                # One event of each type per user in turn, user after user; then the next version
+                # of that user-day, `updates` versions per day.
+                m = i - args.warmup
+                user = (m // len(EVENT_TYPES)) % args.users
+                round_ = m // (len(EVENT_TYPES) * args.users)
+                day, version = divmod(round_, args.updates)
+                body_day = day if args.shared_body_times else round_
+                payload = distinct_body(
+                    templates[event_type], event_type, day, user=user, version=version, body_serial=body_day
+                )
             text = json.dumps(payload, separators=(",", ":"))
             classification = classify(payload)
             ordering_ts = ORDERING_TS_BASE + i
@@ -218,7 +266,7 @@ def publish(args: argparse.Namespace) -> int:
 
     django.setup()
     from amy.celery import app as celery_app
-    from ingest.publish import publish_raw_events
+    from ingest.publish import publish_after_commit
 
     data = pickle.loads(Path(args.plan).read_bytes())  # noqa: S301 - our own file, written by prepare
     # Open the broker connection now, not inside the measured window.
@@ -229,7 +277,10 @@ def publish(args: argparse.Namespace) -> int:
         command = line.strip()
         if command in ("warmup", "go"):
             started = time.perf_counter()
-            sent = publish_raw_events(data["warmup_ids" if command == "warmup" else "ids"])
+            ids = data["warmup_ids" if command == "warmup" else "ids"]
+            for raw_event_id in ids:
+                publish_after_commit(raw_event_id, None)  # as the webhook, once its row is stored
+            sent = len(ids)
             emit(f"published {sent} {time.perf_counter() - started:.4f}")
         elif command == "quit":
             break
@@ -291,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", required=True, help="the pickled plan (written by prepare)")
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--updates", type=int, default=1, help="versions of each user-day")
+    parser.add_argument("--shared-body-times", action="store_true", help="a day's body versions update the same rows")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     args = parser.parse_args(argv)
     return {"prepare": prepare, "publish": publish, "baseline": baseline}[args.mode](args)
