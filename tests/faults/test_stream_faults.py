@@ -85,6 +85,14 @@ def test_redis_killed_and_restarted_the_ledger_keeps_accepting_and_the_drain_cat
     with stack.stream() as stream:
         stack.connect_terra_user(stream)
         stream.wait_sent(20)
+        # a slow event holds a worker process, so the worker has a message in flight (unacked)
+        slow = stream.send(slow_body(10_000, 3.0))
+        ((slow_id, _, _, _),) = ledger_rows_of(stack.database_url, [slow])
+        wait_for(
+            lambda: stack.scalar("SELECT state FROM raw_events WHERE id = %s", [slow_id]) == "processing",
+            30,
+            "the slow event to be processing",
+        )
         # when: Redis dies (with every queued nudge: it keeps nothing on disk) while Terra posts
         before = len(stream.deliveries)
         stack.redis.kill()
@@ -108,6 +116,7 @@ def test_redis_killed_and_restarted_the_ledger_keeps_accepting_and_the_drain_cat
         interval=0.2,
     )
     stack.note("worker resumed on its own")
+    assert "Unrecoverable error" not in stack.worker.log()
     # and the drain and the running worker (which reconnects on its own) get everything processed
     accounting = stack.settled_accounting(stream)
     assert accounting.first_outcomes == {"200": accounting.sent}
