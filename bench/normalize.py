@@ -571,7 +571,7 @@ def report(args: argparse.Namespace, pg: dict[str, str], results: list[BacklogRe
             and all_processed
         )
         verdicts += [
-            f"goal ({result.name} backlog: {BACKLOG_TEXT[result.name]}): {GOAL_TEXT}",
+            f"goal ({result.name} backlog, {BACKLOG_TEXT[result.name]}): {GOAL_TEXT}",
             f"-> {'MET' if met else 'NOT MET'}: -c 1 {fmt(one.per_second)} events/s, -c 2 {fmt(two.per_second)} "
             f"events/s ({fmt(100 * two.per_second / max(one.per_second, 1e-9))} % of -c 1), deadlocks "
             f"{one.deadlocks} and {two.deadlocks}"

@@ -179,6 +179,7 @@ def summary_rows(name: str, text: str) -> list[Row]:
             phases = table_with(text, "backlog", "phase", "events/s")
             for row, start in zip(rows, range(0, len(phases), 3), strict=False):
                 one, two, base = phases[start : start + 3]
+                row.goal = f"{row.goal} ({one['backlog']})"
                 row.figure = (
                     f"{one['events/s']} events/s (-c 1), {two['events/s']} (-c 2), "
                     f"deadlocks {one['deadlocks']} and {two['deadlocks']}"
