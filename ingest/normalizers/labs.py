@@ -44,10 +44,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from ingest.errors import BadData
+from ingest.labs.services import NO_LAB_UPLOAD, lab_reports_unpark_for_user, lab_upload_lock, lab_user_lock
 from ingest.models import Athlete, Biomarker, LabUpload, LabUploadStatus, RawEventState
 from ingest.normalizers.base import EventContext, Outcome, ParsedRows, parked, processed
 from ingest.normalizers.values import PayloadReader, parse_timestamp
-from ingest.services.labs import NO_LAB_UPLOAD, lab_reports_unpark_for_user, lab_upload_lock, lab_user_lock
 from ingest.services.typed_rows import typed_rows_write
 
 logger = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ def _slug(name: str | None) -> str | None:
 
 def normalize(context: EventContext) -> Outcome:
     """A lab report for its upload: by Terra's upload id (the event's `reference_id`), else as
-    ingest/services/labs.py describes for a report without one.
+    ingest/labs/services.py describes for a report without one.
 
     The payload is checked before the upload is looked up, so a malformed report is dead-lettered
     at once rather than parked and failed later. A `failed` report never undoes a parsed upload:
@@ -481,13 +481,13 @@ def _waiting(upload: LabUpload) -> bool:
 
 def _lab_upload(context: EventContext) -> LabUpload | None:
     if context.reference_id:
-        # Pairs with lab_upload_set_terra_id: see ingest/services/labs.py.
+        # Pairs with lab_upload_set_terra_id: see ingest/labs/services.py.
         lab_upload_lock(context.reference_id)
         return LabUpload.objects.select_for_update().filter(terra_upload_id=context.reference_id).first()
     session_id = _session_id(context.payload)
     user_id = _reported_user(context.payload)
     if user_id is not None:
-        lab_user_lock(user_id)  # before any upload row: the lock order of ingest/services/labs.py
+        lab_user_lock(user_id)  # before any upload row: the lock order of ingest/labs/services.py
     if session_id:
         upload = LabUpload.objects.select_for_update().filter(terra_session_id=session_id).order_by("pk").first()
         if upload is not None:
@@ -521,7 +521,7 @@ def _remember_session(upload: LabUpload, payload: dict[str, Any]) -> None:
 def _park(context: EventContext) -> Outcome:
     if context.reference_id:
         return parked(NO_LAB_UPLOAD)
-    # Without an upload id, the un-parking finds the event by its user (ingest/services/labs.py).
+    # Without an upload id, the un-parking finds the event by its user (ingest/labs/services.py).
     return Outcome(RawEventState.PARKED, reason=NO_LAB_UPLOAD, user_id=_reported_user(context.payload))
 
 

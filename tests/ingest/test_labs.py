@@ -11,11 +11,10 @@ from django.db import IntegrityError
 
 from accounts.models import User
 from ingest.errors import BadData
-from ingest.labs.services import SubmitOutcome, lab_upload_delete, lab_upload_submit
+from ingest.labs.services import SubmitOutcome, lab_upload_delete, lab_upload_set_terra_id, lab_upload_submit
 from ingest.models import Athlete, Biomarker, BiomarkersWide, LabUpload, LabUploadStatus, RawEvent, RawEventState
 from ingest.normalizers.labs import Patient, parse_biomarkers
 from ingest.services import connections
-from ingest.services.labs import lab_upload_set_terra_id
 from ingest.services.processing import ProcessStatus, raw_event_process
 from tests.ledger import process, store
 from tests.terra import body_of, sample
