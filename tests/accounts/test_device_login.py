@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 import threading
 import time
@@ -34,7 +35,8 @@ USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 def client_ip() -> Iterator[str]:
     """A client address of this test's own (documentation range), so rate-limit counts never leak
     between tests; its counters are deleted afterwards."""
-    address = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    # Written as PostgreSQL and Django write it back (no leading zeros), so comparisons hold.
+    address = str(ipaddress.ip_address(f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"))
     yield address
     for throttle in (DeviceStartRateThrottle, DeviceTokenRateThrottle):
         cache.delete(throttle.cache_format % {"scope": throttle.scope, "ident": address})
