@@ -64,12 +64,13 @@ from bench.common import (
     markdown_table,
     migrate,
     percentile,
+    read_line,
     recreate_database,
+    send,
     service_env,
     web_server,
     write_results,
 )
-from bench.normalize import read_line, send
 from harness.processes import Gunicorn, kill_group
 
 TABLES = (

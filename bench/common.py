@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -264,3 +265,22 @@ def bench_worker(
 def flush_bench_redis() -> None:
     """Empty the bench Redis db (never another)."""
     flush_redis(REDIS_URL)
+
+
+def read_line(process: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """The next stdout line of a helper process, within `timeout` seconds."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    if not readable:
+        raise TimeoutError(f"no answer from {what} within {timeout:g} s")
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited ({process.wait(timeout=10)})")
+    return line.strip()
+
+
+def send(process: subprocess.Popen[str], line: str) -> None:
+    """One command line to a helper process's stdin."""
+    assert process.stdin is not None
+    process.stdin.write(line + "\n")
+    process.stdin.flush()

@@ -30,10 +30,7 @@ from typing import Any
 import psycopg
 import redis
 
-# F401: CLOCK_TICKS, REDIS_DB and _machine_busy_ticks are here for bench/normalize.py, which still
-# imports them from this module; their home is bench/common.py.
-from bench.common import (  # noqa: F401
-    CLOCK_TICKS,
+from bench.common import (
     DATABASE_URL,
     DB_NAME,
     PYTHON,
@@ -44,7 +41,6 @@ from bench.common import (  # noqa: F401
     SECRET,
     WEB_WORKERS,
     CpuSnapshot,
-    _machine_busy_ticks,
     cpu_usage,
     exit_cleanly_on_signals,
     flush_bench_redis,

@@ -31,7 +31,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from typing import Any
 import psycopg
 import redis
 
-from bench.ingest import (
+from bench.common import (
     CLOCK_TICKS,
     DATABASE_URL,
     DB_NAME,
@@ -53,16 +52,21 @@ from bench.ingest import (
     RESULTS,
     ROOT,
     _machine_busy_ticks,
+    bench_worker,
     exit_cleanly_on_signals,
+    flush_bench_redis,
     fmt,
     git_revision,
     log,
     markdown_table,
     migrate,
+    read_line,
     recreate_database,
+    send,
     service_env,
     write_results,
 )
+from harness.processes import kill_group
 
 BIN = Path(PYTHON).parent
 TYPED_TABLES = ("daily_summary", "sleep_sessions", "activities", "body_measurements")
@@ -150,38 +154,6 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, groups: dict[str, set[int
 # ------------------------------------------------------------------------------
 
 
-def kill_group(process: subprocess.Popen[Any] | None, grace: float = 5.0) -> None:
-    """Stop a process we started, by its own process group (never by name)."""
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-            return
-
-
-def read_line(process: subprocess.Popen[str], timeout: float, what: str) -> str:
-    """The next stdout line of a helper, within `timeout` seconds."""
-    import select
-
-    assert process.stdout is not None
-    readable, _, _ = select.select([process.stdout], [], [], timeout)
-    if not readable:
-        raise TimeoutError(f"no answer from {what} within {timeout:g} s")
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{what} exited ({process.wait(timeout=10)})")
-    return line.strip()
-
-
-def send(process: subprocess.Popen[str], line: str) -> None:
-    assert process.stdin is not None
-    process.stdin.write(line + "\n")
-    process.stdin.flush()
-
-
 def helper(mode: str, plan: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PYTHON, "-m", "bench.normalize_load", mode, "--plan", str(plan), *extra],
@@ -219,28 +191,6 @@ def prepare(plan: Path, count: int, warmup: int, backlog: dict[str, Any]) -> dic
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"prepare failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return json.loads(lines[-1].removeprefix("result "))
-
-
-def worker_command(name: str, concurrency: int = 1) -> list[str]:
-    return [
-        str(BIN / "celery"),
-        "-A",
-        "amy",
-        "worker",
-        "-Q",
-        "terra-events,amy",
-        "-P",
-        "prefork",
-        "-c",
-        str(concurrency),
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "WARNING",
-        "-n",
-        f"{name}@%h",
-    ]
 
 
 # Database helpers (the benchmark's own connection, autocommit)
@@ -320,14 +270,6 @@ def processed_span(conn: psycopg.Connection[Any], first_id: int) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
-def flush_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 # Phases
 # ------------------------------------------------------------------------------
 
@@ -395,16 +337,8 @@ def worker_phase(
     worker_log = RESULTS / "normalize-worker.log"
     worker_log.unlink(missing_ok=True)
     env = service_env()
-    with worker_log.open("ab") as out:
-        worker_env = {**env, **extra_env}
-        worker = subprocess.Popen(
-            worker_command(f"bench-normalize-{os.getpid()}", concurrency),
-            cwd=ROOT,
-            env=worker_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker = bench_worker(f"normalize-{os.getpid()}", worker_log, concurrency=concurrency, env={**env, **extra_env})
+    worker.start()
     publisher = helper("publish", plan, env=env)
     try:
         if read_line(publisher, 60, "the publisher") != "ready":
@@ -413,7 +347,7 @@ def worker_phase(
         log(f"worker started (pid {worker.pid}); warm-up with {len(warmup_ids)} events")
         send(publisher, "warmup")
         read_line(publisher, 30, "the publisher")
-        warm = wait_final(conn, warmup_ids, 60, worker)
+        warm = wait_final(conn, warmup_ids, 60, worker.process)
         if warm < len(warmup_ids):
             raise TimeoutError(f"the worker processed {warm} of the warm-up events in 60 s; see {worker_log}")
         log(f"measured: {count} events, clock from the start of the publish to the last final state")
@@ -423,7 +357,7 @@ def worker_phase(
         before = CpuSnapshot.take()
         started = time.monotonic()
         send(publisher, "go")
-        done = wait_final(conn, ids, timeout, worker)
+        done = wait_final(conn, ids, timeout, worker.process)
         elapsed = time.monotonic() - started
         after = CpuSnapshot.take()
         sessions = pg_sessions(conn) - sessions_before
@@ -431,7 +365,7 @@ def worker_phase(
         # messages, which then find them done): the worker is free only once the queue is empty.
         client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
         try:
-            drained = wait_drained(client, timeout, worker)
+            drained = wait_drained(client, timeout, worker.process)
             drained_seconds = time.monotonic() - started if drained else None
         finally:
             client.close()
@@ -442,7 +376,7 @@ def worker_phase(
         send(publisher, "quit")
     finally:
         kill_group(publisher, grace=2)
-        kill_group(worker, grace=10)
+        worker.stop(grace=10)
     return WorkerResult(
         concurrency=concurrency,
         span=processed_span(conn, first_id),
@@ -665,7 +599,7 @@ def run_backlog(name: str, args: argparse.Namespace, extra_env: dict[str, str]) 
     log(f"backlog {name}: database {DB_NAME}: drop, create, migrate; Redis db {REDIS_DB}: flush")
     pg = recreate_database()
     migrate()
-    flush_redis()
+    flush_bench_redis()
     with tempfile.TemporaryDirectory(prefix="amy-bench-normalize-") as tmp:
         plan = Path(tmp) / "plan.pickle"
         log(f"{args.warmup_events} warm-up + {args.events} events into raw_events; parse them for the baseline")
@@ -684,13 +618,13 @@ def run_backlog(name: str, args: argparse.Namespace, extra_env: dict[str, str]) 
                     )
                     workers.append(work)
                     reset_rows(conn)
-                    flush_redis()
+                    flush_bench_redis()
                 log("baseline: bare psycopg loop over the same events")
                 base = baseline_phase(conn, plan, first_id)
                 log(f"  baseline: {base.summary['per_second']:.1f}/s")
             finally:
                 with contextlib.suppress(redis.RedisError):
-                    flush_redis()
+                    flush_bench_redis()
     return pg, BacklogResult(name, prepared, workers, base)
 
 
