@@ -140,8 +140,11 @@ def django_helper(module: str, *args: str, env: dict[str, str], payload: Any = N
     return json.loads(lines[-1].removeprefix("result "))
 
 
-def _process_table() -> dict[int, tuple[str, int, int]]:
-    """pid -> (comm, ppid, utime + stime in ticks) for every readable process."""
+def _process_table() -> dict[int, tuple[str, int, int, int]]:
+    """pid -> (comm, ppid, own utime + stime, reaped children's cutime + cstime) in ticks. A
+    PostgreSQL backend serving the benchmark's database is named `postgres (DB_NAME)`: other
+    databases share this server. Reaped children count because a process alive at the first
+    sample (a replaced pool child, its PostgreSQL backend) may be gone at the second."""
     table = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -150,7 +153,9 @@ def _process_table() -> dict[int, tuple[str, int, int]]:
             raw = Path(entry.path, "stat").read_text()
             comm = raw[raw.index("(") + 1 : raw.rindex(")")]
             rest = raw[raw.rindex(")") + 2 :].split()
-            table[int(entry.name)] = (comm, int(rest[1]), int(rest[11]) + int(rest[12]))
+            if comm.startswith("postgres") and f" {DB_NAME} " in Path(entry.path, "cmdline").read_text():
+                comm = f"postgres ({DB_NAME})"
+            table[int(entry.name)] = (comm, int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]))
     return table
 
 
@@ -163,7 +168,7 @@ def _machine_busy_ticks() -> int:
 @dataclass
 class CpuSnapshot:
     at: float
-    processes: dict[int, tuple[str, int, int]]
+    processes: dict[int, tuple[str, int, int, int]]
     busy: int
 
     @classmethod
@@ -177,11 +182,11 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, *, load_pid: int, web_mas
 
     def used(pid: int) -> float:
         ticks_after = after.processes[pid][2]
-        ticks_before = before.processes.get(pid, ("", 0, 0))[2]
+        ticks_before = before.processes.get(pid, ("", 0, 0, 0))[2]
         return max(0, ticks_after - ticks_before) / CLOCK_TICKS / seconds
 
     groups = {"gunicorn workers": 0.0, "load/baseline process": 0.0, "postgres": 0.0, "redis": 0.0}
-    for pid, (comm, ppid, _) in after.processes.items():
+    for pid, (comm, ppid, _, _) in after.processes.items():
         if pid == load_pid:
             groups["load/baseline process"] += used(pid)
         elif web_master is not None and ppid == web_master:

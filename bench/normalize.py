@@ -51,7 +51,7 @@ from bench.common import (
     REDIS_URL,
     RESULTS,
     ROOT,
-    _machine_busy_ticks,
+    CpuSnapshot,
     bench_worker,
     exit_cleanly_on_signals,
     flush_bench_redis,
@@ -91,35 +91,6 @@ CONCURRENCIES = (1, 2)
 # worker_max_tasks_per_child tasks and PostgreSQL backends exit with it, so a process alive at the
 # first sample may be gone at the second; its time then shows in its parent's cutime/cstime.
 # ------------------------------------------------------------------------------
-
-
-def _process_table() -> dict[int, tuple[str, int, int, int]]:
-    """pid -> (comm, ppid, own utime + stime, reaped children's cutime + cstime) in ticks. A
-    PostgreSQL backend serving the benchmark's database is named `postgres (DB_NAME)`: other
-    engineers' databases share this server."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(entry.path, "stat").read_text()
-            comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-            rest = raw[raw.rindex(")") + 2 :].split()
-            if comm.startswith("postgres") and f" {DB_NAME} " in Path(entry.path, "cmdline").read_text():
-                comm = f"postgres ({DB_NAME})"
-            table[int(entry.name)] = (comm, int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]))
-    return table
-
-
-@dataclass
-class CpuSnapshot:
-    at: float
-    processes: dict[int, tuple[str, int, int, int]]
-    busy: int
-
-    @classmethod
-    def take(cls) -> CpuSnapshot:
-        return cls(time.monotonic(), _process_table(), _machine_busy_ticks())
 
 
 def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, groups: dict[str, set[int]]) -> dict[str, float]:
